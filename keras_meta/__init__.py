@@ -1,0 +1,24 @@
+"""keras-meta: meta-learning and few-shot learning for Keras 3 on TensorFlow.
+
+Example:
+
+>>> import keras_meta
+>>> sampler = keras_meta.data.EpisodeSampler.from_arrays(
+...     x, y, ways=5, shots=1, queries=15)          # doctest: +SKIP
+>>> learner = keras_meta.learners.PrototypicalNetwork(keras_meta.models.conv4())
+"""
+
+from keras_meta._backend import ensure_tensorflow_backend
+
+ensure_tensorflow_backend()
+
+from keras_meta import data  # noqa: E402
+from keras_meta import datasets  # noqa: E402
+from keras_meta import evaluation  # noqa: E402
+from keras_meta import learners  # noqa: E402
+from keras_meta import models  # noqa: E402
+from keras_meta import ops  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = ["data", "datasets", "evaluation", "learners", "models", "ops", "__version__"]

@@ -1,0 +1,129 @@
+"""Omniglot (Lake et al. 2015): 1623 handwritten characters from 50 alphabets.
+
+`load(split)` returns `(images, labels, alphabets)`: float32 images
+`[N, H, W, 1]` with ink 1.0 and background 0.0, integer character labels, and
+`alphabets[label]`, the alphabet of each character. The splits are Lake's:
+`"background"` (30 alphabets) and `"evaluation"` (20 alphabets), downloaded on
+first use, and the minimal background splits `"small1"` and `"small2"` (5
+alphabets each), which ship with keras-meta (MIT licence beside them).
+
+Example:
+
+>>> from keras_meta.datasets import omniglot
+>>> images, labels, alphabets = omniglot.load("small1")
+>>> images.shape, images.dtype
+((2720, 28, 28, 1), dtype('float32'))
+"""
+
+import collections
+import importlib.resources
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_meta.data import sources
+
+ORIGIN = "https://github.com/brendenlake/omniglot/raw/master/python/"
+SPLITS = {
+    "background": ("images_background.zip", "ad41ab679c8b5d90b271ef46be6987cc81211774a695c29dcc5367b2b26ee640"),
+    "evaluation": ("images_evaluation.zip", "1f61a8f3366785b057fc117d9228e78a16e3d976c8953b2a10fcc74cf0609cee"),
+    "small1": ("images_background_small1.zip", "f38eb80f801274ac2b4dff5b24289016bfaba4a7d5bb50deebf27104ad6cb8a4"),
+    "small2": ("images_background_small2.zip", "3ccaa407515a8778e5d0861875af38b17e418f301ad5bb3b5a6b65d901a41c7f"),
+}
+BUNDLED = ("small1", "small2")
+
+Omniglot = collections.namedtuple("Omniglot", ["images", "labels", "alphabets"])
+
+
+def decode(png_bytes, image_size=28):
+    """Decodes one Omniglot PNG to float32 `[image_size, image_size, 1]`, ink 1.0.
+
+    The one preprocessing step `load` uses; apply it to your own character
+    images to match. `image_size=None` keeps the original 105x105. Works
+    eagerly and inside `tf.data`/`tf.function`.
+
+    >>> decode(open("0108_01.png", "rb").read()).shape  # doctest: +SKIP
+    TensorShape([28, 28, 1])
+    """
+    image = tf.io.decode_png(png_bytes, channels=1)
+    ink = 1.0 - tf.image.convert_image_dtype(image, tf.float32)
+    if image_size is None:
+        return ink
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    return tf.image.resize(ink, size, method="area", antialias=True)
+
+
+def archive_path(split, data_dir=None):
+    """Local path of a split's zip: bundled, cached, or downloaded now."""
+    if split not in SPLITS:
+        raise ValueError(f"Unknown Omniglot split {split!r}; choose one of {sorted(SPLITS)}.")
+    fname, sha256 = SPLITS[split]
+    if split in BUNDLED and data_dir is None:
+        return str(importlib.resources.files("keras_meta.datasets") / "omniglot_data" / fname)
+    try:
+        return keras.utils.get_file(
+            fname, ORIGIN + fname, file_hash=sha256, hash_algorithm="sha256",
+            cache_subdir="omniglot", cache_dir=data_dir,
+        )
+    except Exception as error:  # get_file raises bare Exceptions for network failures.
+        target = os.path.join(data_dir or os.path.join(os.path.expanduser("~"), ".keras"), "omniglot", fname)
+        raise OSError(
+            f"Could not download Omniglot {split!r} from {ORIGIN + fname} ({error}). If this machine "
+            f"is offline, copy {fname} to {target} by hand, or use a bundled split: {BUNDLED}."
+        ) from error
+
+
+def load(split, image_size=28, data_dir=None):
+    """Loads an Omniglot split as `Omniglot(images, labels, alphabets)`.
+
+    Args:
+        split: `"background"`, `"evaluation"`, `"small1"` or `"small2"`.
+        image_size: side of the square output images (`None`: 105).
+        data_dir: cache folder for downloaded splits (default `~/.keras`).
+    """
+    return _load_named(split, image_size, data_dir)[0]
+
+
+def _load_named(split, image_size, data_dir):
+    """`(Omniglot, character_names)`, names such as `"Greek/character01"`."""
+    contents, labels, class_names = sources.read_class_folders(archive_path(split, data_dir))
+    images = sources.decode_all(contents, lambda data: decode(data, image_size))
+    alphabets = np.array([name.split("/")[0] for name in class_names])
+    return Omniglot(images, labels, alphabets), class_names
+
+
+def unseen_alphabet_split(train_splits=("small1",), test_split="small2", image_size=28, data_dir=None):
+    """Training data and a test set of alphabets that training never saw.
+
+    Loads and merges `train_splits`, then keeps from `test_split` only the
+    characters of alphabets absent from training (for `small1` -> `small2`:
+    Japanese (katakana), Sanskrit and Tagalog). Returns `(train, test)`
+    `Omniglot` tuples with labels renumbered from 0; `test` is `None` when every
+    alphabet of `test_split` was seen in training.
+    """
+    train = _merge([_load_named(split, image_size, data_dir) for split in train_splits])
+    test = load(test_split, image_size, data_dir)
+    unseen = np.flatnonzero(~np.isin(test.alphabets, train.alphabets))
+    if unseen.size == 0:
+        return train, None
+    keep = np.isin(test.labels, unseen)
+    remap = np.full(len(test.alphabets), -1)
+    remap[unseen] = np.arange(unseen.size)
+    return train, Omniglot(test.images[keep], remap[test.labels[keep]], test.alphabets[unseen])
+
+
+def _merge(named_parts):
+    """Concatenates splits into one; a character found in several splits is kept once."""
+    images, labels, alphabets, seen = [], [], [], set()
+    for part, names in named_parts:
+        new = [i for i, name in enumerate(names) if name not in seen]
+        seen.update(names)
+        remap = np.full(len(names), -1)
+        remap[new] = np.arange(len(alphabets), len(alphabets) + len(new))
+        keep = remap[part.labels] >= 0
+        images.append(part.images[keep])
+        labels.append(remap[part.labels[keep]])
+        alphabets.extend(part.alphabets[new])
+    return Omniglot(np.concatenate(images), np.concatenate(labels), np.array(alphabets))

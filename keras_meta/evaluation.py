@@ -1,0 +1,70 @@
+"""Few-shot evaluation: mean accuracy and its 95% confidence interval over episodes.
+
+Example:
+
+>>> from keras_meta.evaluation import evaluate_episodes
+>>> result = evaluate_episodes(learner, sampler.dataset(batch_size=50, num_episodes=600))  # doctest: +SKIP
+>>> print(f"{result.accuracy:.2%} +- {result.ci95:.2%}")  # doctest: +SKIP
+"""
+
+import collections
+
+import keras
+import numpy as np
+
+from keras_meta.data import EpisodeSampler
+
+EpisodeAccuracy = collections.namedtuple("EpisodeAccuracy", ["accuracy", "ci95", "num_episodes", "per_episode"])
+
+
+def confidence_interval(per_episode):
+    """`(mean, half-width of the 95% normal confidence interval)` of per-episode scores."""
+    scores = np.asarray(per_episode, dtype=np.float64)
+    if scores.size == 0:
+        raise ValueError("No episodes to summarise: give at least one.")
+    if scores.size == 1:
+        return float(scores[0]), float("nan")
+    return float(scores.mean()), float(1.96 * scores.std(ddof=1) / np.sqrt(scores.size))
+
+
+def evaluate_episodes(learner, episodes, verbose=1):
+    """Per-episode query accuracy of `learner` over a finite episode dataset.
+
+    Args:
+        learner: a learner whose outputs are query logits `[B, N*Q, N]`.
+        episodes: a finite dataset of `(inputs, labels)` or
+            `(inputs, labels, sample_weight)` batches, such as
+            `sampler.dataset(batch_size=50, num_episodes=600)`.
+        verbose: 1 shows a progress bar.
+
+    Returns:
+        `EpisodeAccuracy(accuracy, ci95, num_episodes, per_episode)`.
+    """
+    cardinality = int(episodes.cardinality())
+    if cardinality < 0:
+        raise ValueError(
+            "`episodes` is infinite (or of unknown size); evaluate on a fixed set such as "
+            "`sampler.dataset(batch_size=50, num_episodes=600)`."
+        )
+    progress = keras.utils.Progbar(cardinality, unit_name="batch") if verbose else None
+    per_episode = []
+    for step, batch in enumerate(episodes):
+        inputs, labels = batch[0], batch[1].numpy()
+        weights = batch[2].numpy() if len(batch) > 2 else np.ones(labels.shape, np.float32)
+        logits = learner.predict_on_batch(inputs)
+        correct = (np.argmax(logits, axis=-1) == labels) * weights
+        per_episode.extend(correct.sum(axis=1) / weights.sum(axis=1))
+        if progress:
+            progress.update(step + 1)
+    accuracy, ci95 = confidence_interval(per_episode)
+    return EpisodeAccuracy(accuracy, ci95, len(per_episode), np.asarray(per_episode))
+
+
+def evaluate_few_shot(learner, x, y, ways, shots=1, queries=15, num_episodes=600, seed=0, batch_size=50,
+                      verbose=1):
+    """Accuracy over a fixed set of `num_episodes` N-way K-shot episodes of `(x, y)`.
+
+    A shortcut for `evaluate_episodes(learner, EpisodeSampler(x, y, ...).dataset(...))`.
+    """
+    sampler = EpisodeSampler(x, y, ways=ways, shots=shots, queries=queries, seed=seed)
+    return evaluate_episodes(learner, sampler.dataset(batch_size=batch_size, num_episodes=num_episodes), verbose)

@@ -1,0 +1,9 @@
+"""Few-shot math: distances, similarities and prototypes."""
+
+from keras_meta.ops.distances import (
+    class_prototypes,
+    pairwise_cosine_similarity,
+    pairwise_squared_euclidean,
+)
+
+__all__ = ["class_prototypes", "pairwise_cosine_similarity", "pairwise_squared_euclidean"]

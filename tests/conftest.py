@@ -1,0 +1,21 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import keras_meta  # noqa: E402,F401
+
+
+@pytest.fixture
+def labelled_ids():
+    """12 classes x 10 examples; each example's pixels hold its own index, so
+    episodes can be traced back to the examples they drew."""
+    num_classes, per_class = 12, 10
+    ids = np.arange(num_classes * per_class)
+    x = np.broadcast_to(ids[:, None, None, None], (len(ids), 4, 4, 1)).astype("float32").copy()
+    y = np.repeat(np.arange(num_classes), per_class)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(ids))
+    return x[order], y[order]

@@ -1,0 +1,28 @@
+import json
+import os
+import subprocess
+import sys
+
+
+def import_in_fresh_process(env_updates, code="import keras_meta, keras; print(keras.backend.backend())"):
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env.update(env_updates)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_tensorflow_chosen_when_user_chose_nothing(tmp_path):
+    result = import_in_fresh_process({"KERAS_HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("tensorflow")
+
+
+def test_explicit_other_backend_raises(tmp_path):
+    result = import_in_fresh_process({"KERAS_BACKEND": "jax", "KERAS_HOME": str(tmp_path)})
+    assert result.returncode != 0
+    assert "KERAS_BACKEND environment variable selects the 'jax'" in result.stderr
+
+
+def test_keras_json_other_backend_raises(tmp_path):
+    (tmp_path / "keras.json").write_text(json.dumps({"backend": "torch"}))
+    result = import_in_fresh_process({"KERAS_HOME": str(tmp_path)})
+    assert result.returncode != 0 and "selects the 'torch'" in result.stderr
