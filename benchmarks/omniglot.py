@@ -24,8 +24,16 @@ from keras_meta.evaluation import evaluate_few_shot
 ROTATIONS = (0, 90, 180, 270)
 
 
+def backbone(args):
+    encoder = keras_meta.models.conv4(input_shape=(28, 28, 1))
+    if not args.shift:
+        return encoder
+    return keras.Sequential([keras.Input((28, 28, 1)),
+                             keras.layers.RandomTranslation(args.shift, args.shift, fill_mode="constant"), encoder])
+
+
 def build_protonet(args):
-    return keras_meta.learners.PrototypicalNetwork(keras_meta.models.conv4(input_shape=(28, 28, 1)))
+    return keras_meta.learners.PrototypicalNetwork(backbone(args))
 
 
 ALGOS = {"protonet": build_protonet}
@@ -43,6 +51,7 @@ def parse_args():
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--eval-episodes", type=int, default=600)
     parser.add_argument("--eval-queries", type=int, default=15)
+    parser.add_argument("--shift", type=float, default=0.0, help="random translation (fraction) in training")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", help="write the meta-trained learner to this .keras file")
     parser.add_argument("--verbose", type=int, default=2, help="Keras verbosity of training")

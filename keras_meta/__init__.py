@@ -3,8 +3,8 @@
 Example:
 
 >>> import keras_meta
->>> sampler = keras_meta.data.EpisodeSampler.from_arrays(
-...     x, y, ways=5, shots=1, queries=15)          # doctest: +SKIP
+>>> images, labels, alphabets = keras_meta.datasets.omniglot.load("small1")
+>>> sampler = keras_meta.data.EpisodeSampler(images, labels, ways=5, shots=1, queries=15)
 >>> learner = keras_meta.learners.PrototypicalNetwork(keras_meta.models.conv4())
 """
 

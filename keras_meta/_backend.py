@@ -1,7 +1,7 @@
 """Make sure Keras runs on the TensorFlow backend before anything imports it.
 
-keras-meta builds on `tf.data`, `tf.GradientTape` and TFLite, so it needs
-Keras' TensorFlow backend. If the user has not chosen a backend, this module
+keras-meta builds on `tf.data` and TensorFlow ops, so it needs Keras'
+TensorFlow backend. If the user has not chosen a backend, this module
 chooses TensorFlow; if the user chose another one explicitly (the
 ``KERAS_BACKEND`` variable, ``keras.json``, or Keras already imported with
 another backend), it raises instead of overriding that choice silently.

@@ -60,11 +60,14 @@ def evaluate_episodes(learner, episodes, verbose=1):
     return EpisodeAccuracy(accuracy, ci95, len(per_episode), np.asarray(per_episode))
 
 
-def evaluate_few_shot(learner, x, y, ways, shots=1, queries=15, num_episodes=600, seed=0, batch_size=50,
+def evaluate_few_shot(learner, x, y, ways, shots=1, queries=15, num_episodes=600, seed=0, batch_size=None,
                       verbose=1):
     """Accuracy over a fixed set of `num_episodes` N-way K-shot episodes of `(x, y)`.
 
-    A shortcut for `evaluate_episodes(learner, EpisodeSampler(x, y, ...).dataset(...))`.
+    A shortcut for `evaluate_episodes(learner, EpisodeSampler(x, y, ...).dataset(...))`;
+    `batch_size=None` batches about 1024 examples at a time.
     """
+    if batch_size is None:
+        batch_size = max(1, 1024 // (ways * (shots + queries)))
     sampler = EpisodeSampler(x, y, ways=ways, shots=shots, queries=queries, seed=seed)
     return evaluate_episodes(learner, sampler.dataset(batch_size=batch_size, num_episodes=num_episodes), verbose)

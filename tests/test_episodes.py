@@ -96,6 +96,14 @@ def test_rotations_make_new_classes():
         np.testing.assert_array_equal(query[0], support[inputs["support_y"][0] == label][0])
 
 
+def test_a_single_rotation_rotates():
+    x = np.stack([np.arange(4, dtype="float32").reshape(2, 2) + 4 * i for i in range(4)])
+    sampler = EpisodeSampler(x, np.array([0, 0, 1, 1]), ways=2, shots=1, queries=1, rotations=(180,), seed=0)
+    inputs, _ = first_batch(sampler, batch_size=1)
+    expected = {np.rot90(image, 2).tobytes() for image in x}
+    assert {image.tobytes() for image in inputs["support_x"][0]} <= expected
+
+
 def test_variable_ways_and_shots_are_padded(labelled_ids):
     x, y = labelled_ids
     sampler = EpisodeSampler(x, y, ways=(2, 5), shots=(1, 4), queries=2, seed=5)

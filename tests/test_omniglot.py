@@ -52,6 +52,14 @@ def test_merging_splits_keeps_shared_characters_once():
     assert len(np.unique(flat, axis=0)) == len(flat)
 
 
+def test_bundled_splits_never_download(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("a bundled split tried to download")
+
+    monkeypatch.setattr(keras.utils, "get_file", no_network)
+    assert omniglot.load("small2", data_dir=str(tmp_path)).images.shape == (3120, 28, 28, 1)
+
+
 def test_unknown_split_raises():
     with pytest.raises(ValueError, match="Unknown Omniglot split"):
         omniglot.load("background_small3")

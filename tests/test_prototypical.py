@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -119,8 +122,10 @@ def test_adapt_returns_plain_classifier(tmp_path):
     classifier = learner.adapt(inputs["support_x"][0], inputs["support_y"][0])
     assert isinstance(classifier, keras.Model) and not isinstance(classifier, keras_meta.learners.MetaLearner)
     assert classifier.output_shape == (None, 5)
+    # Same probabilities as the learner (Euclidean logits agree up to a per-query constant).
     np.testing.assert_allclose(
-        classifier.predict(inputs["query_x"][0], verbose=0), learner.predict_on_batch(inputs)[0], rtol=1e-4, atol=1e-4
+        softmax(classifier.predict(inputs["query_x"][0], verbose=0)), softmax(learner.predict_on_batch(inputs)[0]),
+        rtol=1e-4, atol=1e-5,
     )
     # The classifier owns its weights: training the learner further leaves it unchanged.
     before = classifier.predict(inputs["query_x"][0], verbose=0)
@@ -129,6 +134,45 @@ def test_adapt_returns_plain_classifier(tmp_path):
     path = str(tmp_path / "classifier.keras")
     classifier.save(path)
     np.testing.assert_allclose(keras.saving.load_model(path).predict(inputs["query_x"][0], verbose=0), before, rtol=1e-6)
+
+
+def softmax(logits):
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_adapt_cosine_gives_the_learners_logits():
+    x, y = blobs()
+    learner = compiled_learner(distance="cosine")
+    inputs, _ = next(iter(EpisodeSampler(x, y, ways=4, shots=2, queries=3, seed=4).dataset(1)))
+    classifier = learner.adapt(inputs["support_x"][0].numpy(), inputs["support_y"][0].numpy())
+    np.testing.assert_allclose(classifier.predict(inputs["query_x"][0], verbose=0),
+                               learner.predict_on_batch(inputs)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_adapted_classifier_loads_without_keras_meta(tmp_path):
+    x, y = blobs()
+    classifier = compiled_learner().adapt(x[::12][:5], np.arange(5))
+    path = str(tmp_path / "plain.keras")
+    classifier.save(path)
+    expected = classifier.predict(x[:4], verbose=0)
+    np.save(tmp_path / "x.npy", x[:4])
+    code = (
+        "import os, sys, numpy as np; os.environ['KERAS_BACKEND'] = 'tensorflow'; import keras; "
+        f"m = keras.saving.load_model({path!r}); print(repr(m.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0).tolist())); "
+        "assert 'keras_meta' not in sys.modules"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    np.testing.assert_allclose(np.array(eval(result.stdout.strip().splitlines()[-1])), expected, rtol=1e-5)
+
+
+def test_integer_labels_of_any_width_work():
+    learner = compiled_learner()
+    x = np.random.default_rng(0).normal(size=(1, 4, 6)).astype("float32")
+    logits32 = learner({"support_x": x, "support_y": np.array([[0, 1, 0, 1]], "int32"), "query_x": x})
+    logits64 = learner({"support_x": x, "support_y": np.array([[0, 1, 0, 1]], "int64"), "query_x": x})
+    np.testing.assert_allclose(logits32, logits64)
 
 
 def test_bad_input_raises():
@@ -148,3 +192,9 @@ def test_bad_input_raises():
         PrototypicalNetwork(keras_meta.models.mlp((6,)), distance="manhattan")
     with pytest.raises(ValueError, match="built keras.Model"):
         PrototypicalNetwork(keras.layers.Dense(3))
+    with pytest.raises(ValueError, match=r"embeddings \[batch, D\]"):
+        PrototypicalNetwork(keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(2, 3)]))
+    with pytest.raises(ValueError, match="integer class labels"):
+        learner({"support_x": x[None], "support_y": np.zeros((1, 4), "float32"), "query_x": x[None]})
+    with pytest.raises(ValueError, match="labels 0..N-1, got -1"):
+        learner.adapt(x, np.array([-1, 0, 1, 0]))

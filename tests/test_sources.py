@@ -72,6 +72,25 @@ def test_sampler_from_tfds_mock_data():
     assert labels_out.shape == (2, 15)
 
 
+def test_from_dataset_rejects_infinite_datasets():
+    endless = tf.data.Dataset.from_tensor_slices((np.zeros((4, 3), "float32"), np.arange(4))).repeat()
+    with pytest.raises(ValueError, match="infinite"):
+        EpisodeSampler.from_dataset(endless, ways=2, shots=1, queries=1)
+
+
+def test_zip_skips_macos_metadata(tmp_path):
+    write_class_folders(str(tmp_path / "data"), num_classes=2, per_class=2)
+    archive = tmp_path / "data.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for folder, _, files in os.walk(tmp_path / "data"):
+            for name in files:
+                path = os.path.join(folder, name)
+                z.write(path, os.path.relpath(path, tmp_path))
+        z.writestr("__MACOSX/data/alphabet/class0/._0.png", b"not an image")
+    x, y, names = load_image_folder(str(archive), image_size=6)
+    assert names == ["alphabet/class0", "alphabet/class1"] and x.shape == (4, 6, 6, 1)
+
+
 def test_from_dataset_bad_input():
     empty = tf.data.Dataset.from_tensor_slices((np.zeros((0, 3), "float32"), np.zeros(0, "int64")))
     with pytest.raises(ValueError, match="empty"):

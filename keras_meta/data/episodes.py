@@ -96,7 +96,7 @@ class EpisodeSampler(TaskDistribution):
         self._offsets = tf.constant(offsets, tf.int64)
         self._counts = tf.constant(counts, tf.int64)
         self._max_count = int(counts.max())
-        self._pixel_orders = self._rotation_orders(x.shape) if len(self.rotations) > 1 else None
+        self._pixel_orders = self._rotation_orders(x.shape) if self.rotations != (0,) else None
 
     @classmethod
     def from_dataset(cls, dataset, ways, shots, queries, **kwargs):
@@ -201,7 +201,7 @@ class EpisodeSampler(TaskDistribution):
         rotations = tuple(int(r) for r in rotations)
         if not rotations or any(r not in _ROTATIONS for r in rotations) or len(set(rotations)) != len(rotations):
             raise ValueError(f"`rotations` must be distinct values out of {_ROTATIONS}, got {rotations}.")
-        if len(rotations) > 1 and (len(shape) not in (3, 4) or shape[1] != shape[2]):
+        if rotations != (0,) and (len(shape) not in (3, 4) or shape[1] != shape[2]):
             raise ValueError(
                 f"`rotations` need square images [N, H, H] or [N, H, H, C]; got examples of shape {shape}."
             )

@@ -18,7 +18,9 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 def check_examples(x, y):
     """Validates `(x, y)` and returns them as NumPy arrays (labels as int64)."""
     x, y = np.asarray(x), np.asarray(y)
-    if x.ndim == 0 or x.shape[0] == 0:
+    if x.ndim == 0:
+        raise ValueError("`x` must be an array of examples [num_examples, ...], got a scalar.")
+    if x.shape[0] == 0:
         raise ValueError("No examples: `x` is empty. Pass at least one example per class.")
     if y.ndim != 1:
         raise ValueError(f"`y` must be a 1-D array of class labels, got shape {y.shape}.")
@@ -40,6 +42,8 @@ def arrays_from_dataset(dataset, batch_size=1024):
             "The dataset must yield `(x, y)` pairs, e.g. `tfds.load(..., as_supervised=True)`; "
             f"its elements are {spec}."
         )
+    if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
+        raise ValueError("The dataset is infinite (`.repeat()`?); pass a finite dataset of `(x, y)` pairs.")
     if spec[1].shape.rank == 0:
         dataset = dataset.batch(batch_size)
     xs, ys = [], []
@@ -62,7 +66,8 @@ def read_class_folders(path):
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             for name in sorted(archive.namelist()):
-                if name.lower().endswith(IMAGE_EXTENSIONS):
+                hidden = name.startswith("__MACOSX/") or os.path.basename(name).startswith(".")
+                if name.lower().endswith(IMAGE_EXTENSIONS) and not hidden:
                     by_class.setdefault(os.path.dirname(name), []).append(archive.read(name))
         tops = {name.split("/")[0] for name in by_class}
         root = tops.pop() if len(tops) == 1 and "" not in by_class else ""
@@ -100,9 +105,11 @@ def decode_all(contents, decode_fn, batch_size=256):
 def load_image_folder(path, image_size=(28, 28), color_mode="grayscale"):
     """Loads a folder or `.zip` of class sub-folders into `(x, y, class_names)`.
 
-    Images are decoded, resized to `image_size` and scaled to `[0, 1]` float32;
-    `color_mode` is `"grayscale"` (1 channel) or `"rgb"` (3 channels).
+    Images are decoded, resized to `image_size` (an int for square images, or
+    `(height, width)`) and scaled to `[0, 1]` float32; `color_mode` is
+    `"grayscale"` (1 channel) or `"rgb"` (3 channels).
     """
+    image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     channels = {"grayscale": 1, "rgb": 3}.get(color_mode)
     if channels is None:
         raise ValueError(f"`color_mode` must be 'grayscale' or 'rgb', got {color_mode!r}.")

@@ -9,8 +9,8 @@ task, whatever the parallelism.
 Example:
 
 >>> sampler = EpisodeSampler(x, y, ways=5, shots=1, queries=15, seed=0)  # doctest: +SKIP
->>> train = sampler.dataset(batch_size=32)                  # infinite stream
->>> test = sampler.dataset(batch_size=50, num_episodes=600)  # fixed set
+>>> train = sampler.dataset(batch_size=32)  # infinite stream  # doctest: +SKIP
+>>> test = sampler.dataset(batch_size=20, num_episodes=600)  # fixed set  # doctest: +SKIP
 """
 
 import numpy as np
@@ -23,6 +23,12 @@ def _check_positive_int(name, value):
     return int(value)
 
 
+def _check_seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"`seed` must be an integer or None, got {seed!r}.")
+    return int(seed)
+
+
 class TaskDistribution:
     """Base class of task sources; subclasses implement `sample_task(seed)`.
 
@@ -33,11 +39,7 @@ class TaskDistribution:
     """
 
     def __init__(self, seed=None):
-        if seed is None:
-            seed = int(np.random.SeedSequence().entropy % (2**31))
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"`seed` must be an integer or None, got {seed!r}.")
-        self.seed = int(seed)
+        self.seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else _check_seed(seed)
 
     def sample_task(self, seed):
         """Draws one task in graph mode from a `[2]` int64 stateless seed.
@@ -59,7 +61,7 @@ class TaskDistribution:
             seed: overrides the distribution's seed for this dataset.
         """
         batch_size = _check_positive_int("batch_size", batch_size)
-        base_seed = self.seed if seed is None else int(seed)
+        base_seed = self.seed if seed is None else _check_seed(seed)
         if num_episodes is None:
             indices = tf.data.Dataset.counter()
         else:

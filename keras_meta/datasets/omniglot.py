@@ -56,22 +56,25 @@ def decode(png_bytes, image_size=28):
 
 
 def archive_path(split, data_dir=None):
-    """Local path of a split's zip: bundled, cached, or downloaded now."""
+    """Local path of a split's zip: bundled (small1, small2), cached, or downloaded now."""
     if split not in SPLITS:
         raise ValueError(f"Unknown Omniglot split {split!r}; choose one of {sorted(SPLITS)}.")
     fname, sha256 = SPLITS[split]
-    if split in BUNDLED and data_dir is None:
+    if split in BUNDLED:
         return str(importlib.resources.files("keras_meta.datasets") / "omniglot_data" / fname)
     try:
         return keras.utils.get_file(
             fname, ORIGIN + fname, file_hash=sha256, hash_algorithm="sha256",
             cache_subdir="omniglot", cache_dir=data_dir,
         )
+    except ValueError:  # A download that fails its SHA-256 check: get_file says so.
+        raise
     except Exception as error:  # get_file raises bare Exceptions for network failures.
-        target = os.path.join(data_dir or os.path.join(os.path.expanduser("~"), ".keras"), "omniglot", fname)
+        cache_dir = data_dir or os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
         raise OSError(
             f"Could not download Omniglot {split!r} from {ORIGIN + fname} ({error}). If this machine "
-            f"is offline, copy {fname} to {target} by hand, or use a bundled split: {BUNDLED}."
+            f"is offline, copy {fname} into {os.path.join(cache_dir, 'omniglot')} by hand (or into "
+            f"DATA_DIR/omniglot with `data_dir=DATA_DIR`), or use a bundled split: {BUNDLED}."
         ) from error
 
 
@@ -81,7 +84,8 @@ def load(split, image_size=28, data_dir=None):
     Args:
         split: `"background"`, `"evaluation"`, `"small1"` or `"small2"`.
         image_size: side of the square output images (`None`: 105).
-        data_dir: cache folder for downloaded splits (default `~/.keras`).
+        data_dir: cache folder for downloaded splits (default `$KERAS_HOME`,
+            else `~/.keras`); the bundled splits never need it.
     """
     return _load_named(split, image_size, data_dir)[0]
 

@@ -22,6 +22,8 @@ from keras_meta.data.tasks import TaskDistribution, _check_positive_int
 
 
 def _check_range(name, value):
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(f"`{name}` must be a (low, high) pair, got {value!r}.")
     low, high = (float(v) for v in value)
     if not low <= high:
         raise ValueError(f"`{name}` must be a (low, high) pair with low <= high, got {value!r}.")

@@ -34,6 +34,16 @@ def unpack_episode(inputs):
     return support_x, support_y, query_x
 
 
+def class_labels(support_y):
+    """Checks that episode labels are integers and returns them as int32."""
+    if not support_y.dtype.is_integer:
+        raise ValueError(
+            f"`support_y` must hold integer class labels 0..N-1 (or -1 for padding), got dtype "
+            f"{support_y.dtype.name}."
+        )
+    return tf.cast(support_y, tf.int32)
+
+
 def check_support_set(support_x, support_y):
     """Validates one task's support set for `adapt`; returns arrays and `num_classes`."""
     support_x, support_y = np.asarray(support_x), np.asarray(support_y)
@@ -44,9 +54,11 @@ def check_support_set(support_x, support_y):
         )
     if not np.issubdtype(support_y.dtype, np.integer):
         raise ValueError(f"`support_y` must hold integer class labels, got dtype {support_y.dtype}.")
+    if support_y.min() < 0:
+        raise ValueError(f"`support_y` must use labels 0..N-1, got {support_y.min()}; `adapt` takes no padding.")
     num_classes = int(support_y.max()) + 1
     missing = np.setdiff1d(np.arange(num_classes), support_y)
-    if support_y.min() < 0 or missing.size:
+    if missing.size:
         raise ValueError(
             f"`support_y` must use labels 0..N-1 with every class present; classes {missing.tolist()} "
             f"have no example (labels seen: {np.unique(support_y).tolist()})."
@@ -60,7 +72,3 @@ class MetaLearner(keras.Model):
     def adapt(self, support_x, support_y):
         """Returns a plain Keras model fitted to one task's support set."""
         raise NotImplementedError
-
-    def build(self, input_shape=None):
-        # The wrapped networks are built when the learner is made; nothing to add.
-        self.built = True

@@ -16,10 +16,10 @@ Example:
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from keras_meta.learners.base import MetaLearner, check_support_set, unpack_episode
-from keras_meta.models.heads import PrototypeHead, check_distance, prototype_logits
+from keras_meta.learners.base import MetaLearner, check_support_set, class_labels, unpack_episode
 from keras_meta.ops import distances
 
 MASKED_LOGIT = -1e9
@@ -46,13 +46,23 @@ class PrototypicalNetwork(MetaLearner):
                 "`backbone` must be a built keras.Model (give it an Input shape), "
                 f"got {type(backbone).__name__}."
             )
+        if len(backbone.output_shape) != 2:
+            raise ValueError(
+                f"`backbone` must output embeddings [batch, D], but its output shape is {backbone.output_shape}; "
+                "end it with a Flatten or pooling layer."
+            )
+        if distance not in distances.DISTANCES:
+            raise ValueError(f"`distance` must be one of {distances.DISTANCES}, got {distance!r}.")
         self.backbone = backbone
-        self.distance = check_distance(distance)
+        self.distance = distance
         self.cosine_scale = float(cosine_scale)
+        self.built = True  # all weights are the backbone's, built already
 
     def embed_episode(self, support_x, query_x, training=False):
         """Embeds support and query together: `([B, S, D], [B, Q, D])`."""
         feature_shape = support_x.shape[2:]
+        if query_x.shape[2:] != feature_shape:
+            raise ValueError(f"`support_x` {support_x.shape} and `query_x` {query_x.shape} differ in example shape.")
         tasks, num_support = tf.shape(support_x)[0], tf.shape(support_x)[1]
         flat = tf.concat(
             [tf.reshape(support_x, [-1, *feature_shape]), tf.reshape(query_x, [-1, *feature_shape])], axis=0
@@ -65,10 +75,11 @@ class PrototypicalNetwork(MetaLearner):
 
     def call(self, inputs, training=False):
         support_x, support_y, query_x = unpack_episode(inputs)
+        support_y = class_labels(support_y)
         support_emb, query_emb = self.embed_episode(support_x, query_x, training=training)
         num_classes = tf.reduce_max(support_y) + 1
         prototypes, counts = distances.class_prototypes(support_emb, support_y, num_classes)
-        logits = prototype_logits(query_emb, prototypes, self.distance, self.cosine_scale)
+        logits = distances.prototype_logits(query_emb, prototypes, self.distance, self.cosine_scale)
         present = (counts > 0)[:, None, :]
         return tf.where(present, logits, tf.constant(MASKED_LOGIT, logits.dtype))
 
@@ -76,16 +87,31 @@ class PrototypicalNetwork(MetaLearner):
         """A plain Keras classifier for one task: inputs `[batch, ...]` -> `N` logits.
 
         The prototypes of `support_x` (one task, labels `0..N-1`) are baked into
-        a `PrototypeHead` after a copy of the backbone.
+        standard Keras layers after a copy of the backbone, so the classifier
+        loads without keras-meta. Euclidean: a `Dense` layer computing
+        `2 q.p - |p|^2`, the learner's logits up to a per-example constant
+        (same probabilities and predictions); cosine: `UnitNormalization` and a
+        `Dense` layer of scaled unit prototypes, the learner's logits.
         """
         support_x, support_y, num_classes = check_support_set(support_x, support_y)
         embeddings = self.backbone.predict(support_x, verbose=0)
         prototypes, _ = distances.class_prototypes(embeddings, support_y, num_classes)
+        prototypes = prototypes.numpy()
         backbone = keras.models.clone_model(self.backbone)
         backbone.set_weights(self.backbone.get_weights())
         inputs = keras.Input(shape=support_x.shape[1:])
-        head = PrototypeHead(prototypes.numpy(), self.distance, self.cosine_scale, name="prototypes")
-        return keras.Model(inputs, head(backbone(inputs)), name="prototype_classifier")
+        outputs = backbone(inputs)
+        if self.distance == "euclidean":
+            head = keras.layers.Dense(num_classes, name="prototypes")
+            weights = [2.0 * prototypes.T, -np.sum(prototypes**2, axis=1)]
+        else:
+            outputs = keras.layers.UnitNormalization(name="unit_embedding")(outputs)
+            head = keras.layers.Dense(num_classes, use_bias=False, name="prototypes")
+            unit = prototypes / np.maximum(np.linalg.norm(prototypes, axis=1, keepdims=True), 1e-4)
+            weights = [self.cosine_scale * unit.T]
+        outputs = head(outputs)
+        head.set_weights(weights)
+        return keras.Model(inputs, outputs, name="prototype_classifier")
 
     def get_config(self):
         config = super().get_config()

@@ -17,8 +17,9 @@ import tensorflow as tf
 def pairwise_squared_euclidean(x, y):
     """`||x_m - y_p||^2` for every pair: `[..., M, P]`."""
     x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
-    diff = x[..., :, None, :] - y[..., None, :, :]
-    return tf.reduce_sum(tf.square(diff), axis=-1)
+    x_sq = tf.reduce_sum(tf.square(x), axis=-1)[..., :, None]
+    y_sq = tf.reduce_sum(tf.square(y), axis=-1)[..., None, :]
+    return tf.maximum(x_sq + y_sq - 2.0 * tf.matmul(x, y, transpose_b=True), 0.0)
 
 
 def pairwise_cosine_similarity(x, y=None, epsilon=1e-8):
@@ -28,6 +29,22 @@ def pairwise_cosine_similarity(x, y=None, epsilon=1e-8):
     x_unit = x * tf.math.rsqrt(tf.maximum(tf.reduce_sum(tf.square(x), -1, keepdims=True), epsilon))
     y_unit = y * tf.math.rsqrt(tf.maximum(tf.reduce_sum(tf.square(y), -1, keepdims=True), epsilon))
     return tf.matmul(x_unit, y_unit, transpose_b=True)
+
+
+DISTANCES = ("euclidean", "cosine")
+
+
+def prototype_logits(embeddings, prototypes, distance="euclidean", cosine_scale=10.0):
+    """Logits `[..., M, N]` of embeddings against prototypes.
+
+    `"euclidean"`: negative squared distance; `"cosine"`: `cosine_scale` times
+    the cosine similarity.
+    """
+    if distance == "euclidean":
+        return -pairwise_squared_euclidean(embeddings, prototypes)
+    if distance == "cosine":
+        return cosine_scale * pairwise_cosine_similarity(embeddings, prototypes)
+    raise ValueError(f"`distance` must be one of {DISTANCES}, got {distance!r}.")
 
 
 def class_prototypes(embeddings, labels, num_classes):
