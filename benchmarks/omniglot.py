@@ -12,6 +12,7 @@ Tagalog). Prints one JSON line.
 import argparse
 import json
 import os
+import sys
 import time
 
 import keras
@@ -25,37 +26,86 @@ ROTATIONS = (0, 90, 180, 270)
 
 
 def backbone(args):
+    """conv4, after random shifts, rotations and zooms of each image (training only) with --augment."""
     encoder = keras_meta.models.conv4(input_shape=(28, 28, 1))
-    if not args.shift:
+    if not args.augment:
         return encoder
-    return keras.Sequential([keras.Input((28, 28, 1)),
-                             keras.layers.RandomTranslation(args.shift, args.shift, fill_mode="constant"), encoder])
+    return keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant"),
+        keras.layers.RandomRotation(10 / 360, fill_mode="constant"),
+        keras.layers.RandomZoom(0.1, fill_mode="constant"),
+        encoder,
+    ], name="augmented_conv4")
 
 
 def build_protonet(args):
     return keras_meta.learners.PrototypicalNetwork(backbone(args))
 
 
-ALGOS = {"protonet": build_protonet}
+def classifier(args):
+    """conv4 with a `--train-ways` logits head: the model that gradient-based learners adapt."""
+    return keras_meta.models.conv4(input_shape=(28, 28, 1), num_classes=args.train_ways)
+
+
+def gradient_options(args):
+    return dict(inner_learning_rate=args.inner_lr, inner_steps=args.inner_steps,
+                eval_inner_steps=args.eval_inner_steps)
+
+
+ALGOS = {
+    "protonet": build_protonet,
+    "maml": lambda args: keras_meta.learners.MAML(classifier(args), **gradient_options(args)),
+    "fomaml": lambda args: keras_meta.learners.MAML(classifier(args), first_order=True, **gradient_options(args)),
+    "metasgd": lambda args: keras_meta.learners.MetaSGD(classifier(args), **gradient_options(args)),
+    "anil": lambda args: keras_meta.learners.ANIL(classifier(args), **gradient_options(args)),
+    "reptile": lambda args: keras_meta.learners.Reptile(
+        classifier(args), inner_optimizer=keras.optimizers.Adam(args.inner_lr, beta_1=0.0),
+        inner_steps=args.inner_steps, eval_inner_steps=args.eval_inner_steps),
+}
+# Settings that differ from the command-line defaults, per algorithm (a flag given explicitly wins).
+DEFAULTS = {
+    "protonet": {},
+    "maml": dict(train_ways=5, train_queries=5, meta_batch=16, steps=1500, inner_lr=0.4, inner_steps=1,
+                 eval_inner_steps=3),
+    "fomaml": dict(train_ways=5, train_queries=5, meta_batch=16, steps=1500, inner_lr=0.4, inner_steps=1,
+                   eval_inner_steps=3),
+    "metasgd": dict(train_ways=5, train_queries=5, meta_batch=16, steps=1500, inner_lr=0.4, inner_steps=1,
+                    eval_inner_steps=1),
+    "anil": dict(train_ways=5, train_queries=5, meta_batch=16, steps=1500, inner_lr=0.4, inner_steps=3,
+                 eval_inner_steps=10),
+    "reptile": dict(train_ways=5, train_queries=5, meta_batch=5, steps=3000, inner_lr=1e-3, inner_steps=5,
+                    eval_inner_steps=50, learning_rate=1.0, optimizer="sgd"),
+}
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algo", choices=sorted(ALGOS), default="protonet")
     parser.add_argument("--train-splits", default="small1", help="comma-separated bundled or downloaded splits")
-    parser.add_argument("--train-ways", type=int, default=20)
+    parser.add_argument("--train-ways", type=int, default=20, help="(gradient-based learners: also the eval ways)")
     parser.add_argument("--train-shots", type=int, default=1)
     parser.add_argument("--train-queries", type=int, default=5)
     parser.add_argument("--meta-batch", type=int, default=1, help="tasks per training batch")
     parser.add_argument("--steps", type=int, default=2000, help="meta-training steps")
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="(Reptile: the initial meta step size)")
+    parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
+                        help="outer optimizer (Reptile: sgd, the interpolation)")
+    parser.add_argument("--inner-lr", type=float, default=0.4)
+    parser.add_argument("--inner-steps", type=int, default=1)
+    parser.add_argument("--eval-inner-steps", type=int, default=3)
     parser.add_argument("--eval-episodes", type=int, default=600)
     parser.add_argument("--eval-queries", type=int, default=15)
-    parser.add_argument("--shift", type=float, default=0.0, help="random translation (fraction) in training")
+    parser.add_argument("--augment", action="store_true", help="random shift/rotation/zoom of training images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", help="write the meta-trained learner to this .keras file")
     parser.add_argument("--verbose", type=int, default=2, help="Keras verbosity of training")
-    return parser.parse_args()
+    args = parser.parse_args()
+    explicit = {a.dest for a in parser._actions if any(flag in sys.argv for flag in a.option_strings)}
+    for name, value in DEFAULTS[args.algo].items():
+        if name not in explicit:
+            setattr(args, name, value)
+    return args
 
 
 def main():
@@ -67,9 +117,13 @@ def main():
         queries=args.train_queries, rotations=ROTATIONS, seed=args.seed,
     )
     learner = ALGOS[args.algo](args)
-    schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, decay_steps=args.steps, alpha=0.05)
+    if args.optimizer == "sgd":  # Reptile's meta step size, annealed linearly to 0
+        optimizer = keras.optimizers.SGD(keras.optimizers.schedules.PolynomialDecay(args.learning_rate, args.steps, 0.0))
+    else:
+        optimizer = keras.optimizers.Adam(
+            keras.optimizers.schedules.CosineDecay(args.learning_rate, decay_steps=args.steps, alpha=0.05))
     learner.compile(
-        optimizer=keras.optimizers.Adam(schedule),
+        optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
@@ -85,7 +139,7 @@ def main():
         results["saved"] = os.path.abspath(args.save)
     if test is not None:
         results["test_alphabets"] = sorted(set(test.alphabets.tolist()))
-        for ways in (5, 20):
+        for ways in (5, 20) if args.algo == "protonet" else (args.train_ways,):
             start = time.perf_counter()
             score = evaluate_few_shot(learner, test.images, test.labels, ways, shots=1, queries=args.eval_queries,
                                       num_episodes=args.eval_episodes, seed=args.seed + 1, verbose=0)

@@ -8,7 +8,7 @@ import pytest
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
 
 
-@pytest.mark.parametrize("page", ["episodes.md", "datasets.md"])
+@pytest.mark.parametrize("page", ["episodes.md", "datasets.md", "gradient_based_learners.md", "functional.md"])
 def test_docs_code_blocks_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with open(os.path.join(DOCS, page)) as f:

@@ -45,3 +45,52 @@ def test_final_model_run_only_trains(tmp_path):
                      "--save", str(tmp_path / "final.keras"), "--verbose", "0")
     results = json.loads(out.strip().splitlines()[-1])
     assert "acc_5w1s" not in results and os.path.exists(results["saved"])
+
+
+def last_json_line(out):
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_sine_benchmark_prints_the_mse_after_1_5_10_steps():
+    results = last_json_line(run_script("benchmarks/sine.py", "--steps", "20", "--eval-tasks", "20", "--verbose", "0"))
+    assert {"mse_1step", "mse_5step", "mse_10step", "train_seconds"} <= set(results)
+    assert all(results[k] > 0 for k in ("mse_1step", "mse_5step", "mse_10step"))
+
+
+def test_omniglot_benchmark_runs_gradient_based_learners(tmp_path):
+    for algo in ("maml", "reptile"):
+        save = str(tmp_path / f"{algo}.keras")
+        results = last_json_line(run_script("benchmarks/omniglot.py", "--algo", algo, "--steps", "2",
+                                            "--eval-episodes", "4", "--eval-inner-steps", "1", "--save", save,
+                                            "--verbose", "0"))
+        assert results["algo"] == algo and 0.0 <= results["acc_5w1s"] <= 1.0 and "acc_20w1s" not in results
+        assert keras.saving.load_model(save).eval_inner_steps == 1
+
+
+def test_throughput_benchmark_prints_tasks_per_second_and_memory():
+    results = last_json_line(run_script("benchmarks/throughput.py", "--workloads", "fomaml_k1,protonet",
+                                        "--warmup", "1", "--iters", "1"))
+    assert results["fomaml_k1_tasks_per_s"] > 0 and results["protonet_episodes_per_s"] > 0
+    assert results["fomaml_k1_peak_rss_mb"] > 100
+
+
+def test_sine_example_writes_a_plot(tmp_path):
+    out = run_script("examples/sine_maml.py", "--output-dir", str(tmp_path), "--steps", "20")
+    assert (tmp_path / "adapted_curves.png").stat().st_size > 10000
+    assert str(tmp_path / "adapted_curves.png") in out
+    assert {"mse_0step", "mse_1step", "mse_10step"} <= set(json.loads((tmp_path / "results.json").read_text()))
+
+
+def test_omniglot_maml_and_reptile_examples_run(tmp_path):
+    run_script("examples/omniglot_maml.py", "--algo", "anil", "--output-dir", str(tmp_path / "anil"), "--steps", "2",
+               "--episodes", "4")
+    classifier = keras.saving.load_model(str(tmp_path / "anil" / "adapted_5way_classifier.keras"))
+    assert classifier.predict(np.zeros((2, 28, 28, 1), "float32"), verbose=0).shape == (2, 5)
+    run_script("examples/omniglot_reptile.py", "--output-dir", str(tmp_path / "reptile"), "--steps", "2",
+               "--episodes", "4")
+    assert 0.0 <= json.loads((tmp_path / "reptile" / "results.json").read_text())["acc_5w1s"] <= 1.0
+
+
+def test_gru_next_item_example_reports_ranking_metrics():
+    results = last_json_line(run_script("examples/gru_next_item.py", "--steps", "4", "--users", "20"))
+    assert {"acc@1", "recall@5", "mrr", "loss"} <= set(results["after_3_steps"])

@@ -19,14 +19,20 @@ def write_class_folders(root, num_classes=3, per_class=4):
             tf.io.write_file(os.path.join(folder, f"{i}.png"), tf.io.encode_png(image))
 
 
+def zip_folder(root, name):
+    """Zips `root/name` into `root/name.zip`, entries starting with `name/`."""
+    archive = root / f"{name}.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for folder, _, files in os.walk(root / name):
+            for file in files:
+                path = os.path.join(folder, file)
+                z.write(path, os.path.relpath(path, root))
+    return archive
+
+
 def test_folder_and_zip_give_the_same_examples(tmp_path):
     write_class_folders(str(tmp_path / "data"))
-    archive = tmp_path / "data.zip"
-    with zipfile.ZipFile(archive, "w") as z:
-        for folder, _, files in os.walk(tmp_path / "data"):
-            for name in files:
-                path = os.path.join(folder, name)
-                z.write(path, os.path.relpath(path, tmp_path))
+    archive = zip_folder(tmp_path, "data")
     x_dir, y_dir, names_dir = load_image_folder(str(tmp_path / "data"), image_size=(6, 6))
     x_zip, y_zip, names_zip = load_image_folder(str(archive), image_size=(6, 6))
     assert names_dir == names_zip == ["alphabet/class0", "alphabet/class1", "alphabet/class2"]
@@ -80,12 +86,8 @@ def test_from_dataset_rejects_infinite_datasets():
 
 def test_zip_skips_macos_metadata(tmp_path):
     write_class_folders(str(tmp_path / "data"), num_classes=2, per_class=2)
-    archive = tmp_path / "data.zip"
-    with zipfile.ZipFile(archive, "w") as z:
-        for folder, _, files in os.walk(tmp_path / "data"):
-            for name in files:
-                path = os.path.join(folder, name)
-                z.write(path, os.path.relpath(path, tmp_path))
+    archive = zip_folder(tmp_path, "data")
+    with zipfile.ZipFile(archive, "a") as z:
         z.writestr("__MACOSX/data/alphabet/class0/._0.png", b"not an image")
     x, y, names = load_image_folder(str(archive), image_size=6)
     assert names == ["alphabet/class0", "alphabet/class1"] and x.shape == (4, 6, 6, 1)

@@ -1,0 +1,135 @@
+"""Meta-training throughput and peak memory, optionally side by side with learn2learn.
+
+Workloads (synthetic Omniglot-shaped data, 28x28x1, conv4 with BatchNorm; Adam
+1e-3 outside, SGD 0.4 inside; a pool of 64 tasks reused, so data costs nothing):
+
+* `maml_k1`, `maml_k5`: second-order MAML, 5-way 1-shot, 15 queries, 32 tasks
+  per step, 1 or 5 inner steps;
+* `fomaml_k1`: first-order MAML, same set-up, 1 inner step;
+* `protonet`: Prototypical Networks, 20-way 5-shot, 15 queries, 1 episode per step.
+
+Each workload runs in its own process (so peak resident memory is its own):
+warm-up steps, then timed steps. With `--peer PYTHON` (a Python that has
+learn2learn, see `../shared/bench/README.md`) the same workload of
+`peer_learn2learn.py` runs right after ours, and the JSON line gets
+`..._vs_learn2learn` speed ratios. Prints one JSON line.
+
+    python benchmarks/throughput.py --peer $HOME/l2lenv/bin/python
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+WORKLOADS = {
+    "maml_k1": dict(algo="maml", steps=1, ways=5, shots=1, queries=15, meta_batch=32),
+    "maml_k5": dict(algo="maml", steps=5, ways=5, shots=1, queries=15, meta_batch=32),
+    "fomaml_k1": dict(algo="fomaml", steps=1, ways=5, shots=1, queries=15, meta_batch=32),
+    "protonet": dict(algo="protonet", steps=0, ways=20, shots=5, queries=15, meta_batch=1),
+}
+UNIT = {"protonet": "episodes_per_s"}
+HERE = os.path.dirname(os.path.abspath(__file__))
+PEER_SCRIPT = os.path.join(HERE, "..", "..", "shared", "bench", "peer_learn2learn.py")
+
+
+def measure(name, warmup, iters, jit_compile=False, parallel_tasks=1):
+    """Runs one workload in this process; returns tasks (or episodes) per second and peak RSS."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import keras_meta
+
+    tf.config.threading.set_inter_op_parallelism_threads(2)
+    tf.config.threading.set_intra_op_parallelism_threads(2)
+    w = WORKLOADS[name]
+    rng = np.random.default_rng(0)
+    pool = 64
+    inputs = {
+        "support_x": rng.random((pool, w["ways"] * w["shots"], 28, 28, 1), np.float32),
+        "support_y": np.tile(np.repeat(np.arange(w["ways"], dtype=np.int32), w["shots"]), (pool, 1)),
+        "query_x": rng.random((pool, w["ways"] * w["queries"], 28, 28, 1), np.float32),
+    }
+    labels = np.tile(np.repeat(np.arange(w["ways"], dtype=np.int32), w["queries"]), (pool, 1))
+    data = tf.data.Dataset.from_tensor_slices((inputs, labels)).repeat().batch(w["meta_batch"]).prefetch(2)
+    if w["algo"] == "protonet":
+        learner = keras_meta.learners.PrototypicalNetwork(keras_meta.models.conv4())
+    else:
+        learner = keras_meta.learners.MAML(keras_meta.models.conv4(num_classes=w["ways"]), inner_learning_rate=0.4,
+                                           inner_steps=w["steps"], first_order=w["algo"] == "fomaml",
+                                           parallel_tasks=parallel_tasks)
+    learner.compile(optimizer=keras.optimizers.Adam(1e-3),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit_compile)
+    start = time.perf_counter()
+    learner.fit(data, epochs=1, steps_per_epoch=warmup, verbose=0)
+    warmup_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    learner.fit(data, epochs=1, steps_per_epoch=iters, verbose=0)
+    seconds = time.perf_counter() - start
+    return {
+        "per_s": w["meta_batch"] * iters / seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "warmup_seconds": warmup_seconds,
+    }
+
+
+def run_ours(name, args, *extra):
+    """Measures one workload of keras-meta in a fresh process."""
+    command = [sys.executable, __file__, "--one", name, "--warmup", str(args.warmup), "--iters", str(args.iters),
+               "--parallel-tasks", str(args.parallel_tasks), *extra]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_peer(python, name, iters):
+    w = WORKLOADS[name]
+    command = [python, PEER_SCRIPT, "--algo", w["algo"], "--ways", str(w["ways"]), "--shots", str(w["shots"]),
+               "--queries", str(w["queries"]), "--meta-batch", str(w["meta_batch"]), "--iters", str(iters)]
+    if w["algo"] != "protonet":
+        command += ["--steps", str(w["steps"]), "--inner-lr", "0.4"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--peer", help="a Python with learn2learn: run its workloads too, alternately")
+    parser.add_argument("--jit-compile", action="store_true",
+                        help="also measure each workload with compile(jit_compile=True) (XLA)")
+    parser.add_argument("--parallel-tasks", type=int, default=1, help="MAML's `parallel_tasks`")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one workload in this process
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one, args.warmup, args.iters, args.jit_compile, args.parallel_tasks)))
+        return
+    results = {"benchmark": "throughput", "cpu_count": os.cpu_count(), "parallel_tasks": args.parallel_tasks}
+    for name in args.workloads.split(","):
+        if name not in WORKLOADS:
+            parser.error(f"unknown workload {name!r}; choose from {sorted(WORKLOADS)}")
+        ours = run_ours(name, args)
+        unit = UNIT.get(name, "tasks_per_s")
+        if args.jit_compile:
+            xla = run_ours(name, args, "--jit-compile")
+            results[f"{name}_xla_{unit}"] = round(xla["per_s"], 3)
+            results[f"{name}_xla_warmup_seconds"] = round(xla["warmup_seconds"], 1)
+            results[f"{name}_xla_vs_graph"] = round(xla["per_s"] / ours["per_s"], 2)
+        results[f"{name}_{unit}"] = round(ours["per_s"], 3)
+        results[f"{name}_peak_rss_mb"] = round(ours["peak_rss_mb"])
+        results[f"{name}_warmup_seconds"] = round(ours["warmup_seconds"], 1)
+        if args.peer:
+            peer = run_peer(args.peer, name, args.iters)
+            results[f"{name}_learn2learn_{unit}"] = round(peer["throughput_per_s"], 3)
+            results[f"{name}_learn2learn_peak_rss_mb"] = round(peer["peak_rss_mib"])
+            results[f"{name}_vs_learn2learn"] = round(ours["per_s"] / peer["throughput_per_s"], 2)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,333 @@
+"""`GradientMetaLearner`: the base of learners that adapt a model by gradient steps.
+
+It wraps any built Keras model (Sequential, functional or subclassed) and is
+itself a `keras.Model`: its input is an episode batch and its output the query
+predictions of the model *after* adapting to each task's support set. A
+subclass says how one task adapts (`adapt_task`); this base runs it over the
+tasks of a batch, keeps the wrapped model's batch-normalisation statistics
+well defined, and turns one task into a plain Keras model (`adapt`).
+
+Batch normalisation (documented behaviour):
+
+* the inner loop and the query pass run the model in training mode, so batch
+  normalisation uses the batch statistics of the task's own data (support
+  set while adapting, query set for the predictions), as in MAML;
+* adaptation never changes the moving statistics; during meta-training they
+  track the query batches only (averaged over the tasks of a batch);
+* `adapt()` returns a model whose moving statistics are the support set's
+  statistics under the adapted weights, so its inference-mode predictions
+  use the task's own statistics too.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_meta.learners import inner_loop
+from keras_meta.learners.base import MetaLearner, unpack_episode
+from keras_meta.ops.functional import clone_model, functional_call
+
+
+def replicas():
+    """Replicas of the current `tf.distribute` strategy (1 outside one)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def check_model(model):
+    if not isinstance(model, keras.Model) or not model.built:
+        raise ValueError(
+            "`model` must be a built keras.Model (give it an Input shape or call it once), "
+            f"got {type(model).__name__}{' (not built)' if isinstance(model, keras.Model) else ''}."
+        )
+    if not model.trainable_variables:
+        raise ValueError("`model` has no trainable weights to meta-learn.")
+    return model
+
+
+def adapt_mask(model, adapt_layers):
+    """One bool per trainable variable of `model`: does it adapt in the inner loop?
+
+    `adapt_layers` is None (all), or layer names / layer objects of the model.
+    """
+    if adapt_layers is None:
+        return [True] * len(model.trainable_variables)
+    if isinstance(adapt_layers, (str, keras.layers.Layer)):
+        adapt_layers = [adapt_layers]
+    adapted = set()
+    for item in adapt_layers:
+        layer = item
+        if isinstance(item, str):
+            try:
+                layer = model.get_layer(item)
+            except ValueError:
+                names = [sub.name for sub in model.layers]
+                raise ValueError(f"`adapt_layers` names {item!r}, but the model's layers are {names}.") from None
+        if not layer.trainable_variables:
+            raise ValueError(f"`adapt_layers`: layer {layer.name!r} has no trainable weights to adapt.")
+        adapted.update(id(v) for v in layer.trainable_variables)
+    return [id(v) in adapted for v in model.trainable_variables]
+
+
+def last_weighted_layer(model):
+    """The name of the last layer of `model` that has trainable weights (the head)."""
+    for layer in reversed(model.layers):
+        if layer.trainable_variables:
+            return layer.name
+    raise ValueError("`model` has no layer with trainable weights.")
+
+
+class GradientMetaLearner(MetaLearner):
+    """Base class: a wrapped model adapted to each task by gradient steps.
+
+    Args:
+        model: a built Keras model mapping inputs to predictions.
+        inner_steps: gradient steps on the support set during meta-training.
+        eval_inner_steps: steps for `evaluate`, `predict` and `adapt`
+            (default: `inner_steps`).
+        adapt_layers: names (or layer objects) of the layers that adapt in the
+            inner loop; default all.
+        inner_loss: the support-set loss (default: the loss given to `compile`).
+        parallel_tasks: tasks of a batch processed at once (memory grows with it).
+    """
+
+    def __init__(self, model, inner_steps=1, eval_inner_steps=None, adapt_layers=None, inner_loss=None,
+                 parallel_tasks=1, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(parallel_tasks, bool) or not isinstance(parallel_tasks, (int, np.integer)) or parallel_tasks < 1:
+            raise ValueError(f"`parallel_tasks` must be a positive integer, got {parallel_tasks!r}.")
+        self.parallel_tasks = int(parallel_tasks)
+        self.model = check_model(model)
+        self.inner_steps = self._check_steps("inner_steps", inner_steps)
+        self.eval_inner_steps = self.inner_steps if eval_inner_steps is None else eval_inner_steps
+        self.adapt_layers = None if adapt_layers is None else [
+            layer if isinstance(layer, str) else layer.name
+            for layer in ([adapt_layers] if isinstance(adapt_layers, (str, keras.layers.Layer)) else adapt_layers)
+        ]
+        self.adapt_mask = adapt_mask(model, self.adapt_layers)
+        self.inner_loss = None if inner_loss is None else keras.losses.get(inner_loss)
+
+    @property
+    def eval_inner_steps(self):
+        """Inner steps of `evaluate`, `predict` and `adapt`; setting it takes effect at once."""
+        return self._eval_inner_steps
+
+    @eval_inner_steps.setter
+    def eval_inner_steps(self, steps):
+        self._eval_inner_steps = self._check_steps("eval_inner_steps", steps)
+        self.test_function = self.predict_function = None  # traced with the old number of steps
+
+    @staticmethod
+    def _check_steps(name, value):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}.")
+        return int(value)
+
+    def _resolve_auto_jit_compile(self):
+        # `compile(jit_compile="auto")` means no XLA: it made inner loops slower (docs/maml.md).
+        return False
+
+    # -- what a subclass defines ---------------------------------------------
+
+    def adapt_task(self, weights, state, support_x, support_y, steps, training):
+        """Adapted weights for one task (unbatched support set)."""
+        raise NotImplementedError
+
+    # -- shared machinery -----------------------------------------------------
+
+    def resolved_inner_loss(self):
+        """The support-set loss: `inner_loss`, else the single loss given to `compile`."""
+        if self.inner_loss is not None:
+            return self.inner_loss
+        loss = getattr(self, "loss", None)
+        if loss is None or isinstance(loss, (dict, list, tuple)):
+            raise ValueError(
+                f"{type(self).__name__} needs one loss for its inner loop: compile it with a single `loss=` "
+                "(e.g. SparseCategoricalCrossentropy(from_logits=True)) or pass `inner_loss=`."
+            )
+        return keras.losses.get(loss)
+
+    def task_loss(self, support_x, support_y, state, extra_loss=None):
+        return inner_loop.support_loss(
+            self.model, self.resolved_inner_loss(), support_x, support_y, state=state, extra_loss=extra_loss
+        )
+
+    def meta_weights(self):
+        return [tf.convert_to_tensor(v) for v in self.model.trainable_variables]
+
+    def model_state(self):
+        return [tf.convert_to_tensor(v) for v in self.model.non_trainable_variables]
+
+    def map_tasks(self, fn, elems, signature):
+        """`fn` over the tasks of a batch, one after the other (`parallel_tasks` at a time).
+
+        One task at a time keeps memory at one task's activations, as when a
+        peer library loops over tasks in Python, and leaves the cores to the ops.
+        """
+        return tf.map_fn(fn, elems, fn_output_signature=signature, parallel_iterations=self.parallel_tasks)
+
+    def prediction_spec(self):
+        outputs = getattr(self.model, "outputs", None)
+        return tf.TensorSpec(None, outputs[0].dtype if outputs else self.model.compute_dtype)
+
+    def state_spec(self):
+        return [tf.TensorSpec(v.shape, v.dtype) for v in self.model.non_trainable_variables]
+
+    def adapt_and_predict(self, support_x, support_y, query_x, steps, training):
+        """Query predictions `[B, Q, ...]` and the wrapped model's new state, per task."""
+        weights, state = self.meta_weights(), self.model_state()
+
+        def one_task(task):
+            task_support_x, task_support_y, task_query_x = task
+            with inner_loop.exact_batch_norm_moments():
+                adapted = self.adapt_task(weights, state, task_support_x, task_support_y, steps, training)
+                return self.functional_query(adapted, task_query_x, state)
+
+        return self.map_tasks(one_task, (support_x, support_y, query_x), (self.prediction_spec(), self.state_spec()))
+
+    def functional_query(self, adapted, query_x, state):
+        """`(predictions, new_state)` of the adapted weights on one task's query set (training mode)."""
+        return functional_call(self.model, adapted, query_x, training=True, state=state, return_state=True)
+
+    def call(self, inputs, training=False):
+        support_x, support_y, query_x = unpack_episode(inputs)
+        steps = self.inner_steps if training else self.eval_inner_steps
+        predictions, states = self.adapt_and_predict(support_x, support_y, query_x, steps, bool(training))
+        if training:
+            self.track_query_statistics(states)
+        return predictions
+
+    def train_step(self, data):
+        """One meta-update: per task, adapt and take the meta-gradient; apply their mean.
+
+        Each task's meta-gradient is computed and reduced before the next task
+        starts, so memory holds one task's graph, not the whole batch's.
+        """
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        support_x, support_y, query_x = unpack_episode(x)
+        weights = tf.ones(tf.shape(query_x)[:2]) if sample_weight is None else sample_weight
+        variables = self.trainable_variables
+
+        def one_task(task):
+            return self.task_meta_gradients(*task)
+
+        signature = ([tf.TensorSpec(v.shape, v.dtype) for v in variables], self.prediction_spec(), self.state_spec())
+        gradients, predictions, states = self.map_tasks(one_task, (support_x, support_y, query_x, y, weights),
+                                                        signature)
+        self.track_query_statistics(states)
+        return self.apply_meta_gradients(x, y, sample_weight, predictions, [tf.reduce_mean(g, 0) for g in gradients])
+
+    def task_meta_gradients(self, support_x, support_y, query_x, query_y, query_weight):
+        """`(meta-gradients, query predictions, new state)` of one task.
+
+        The meta-gradients, one per `self.trainable_variables`, are those of
+        the task's query loss through the adaptation (MAML); Reptile and iMAML
+        override this.
+        """
+        with tf.GradientTape() as tape:
+            state = self.model_state()
+            with inner_loop.exact_batch_norm_moments():
+                adapted = self.adapt_task(self.meta_weights(), state, support_x, support_y, self.inner_steps, True)
+                predictions, new_state = self.functional_query(adapted, query_x, state)
+            loss = self.compute_loss(y=query_y[None], y_pred=predictions[None], sample_weight=query_weight[None],
+                                     training=True)
+            loss = loss * replicas()  # compute_loss divides by the replicas; apply_meta_gradients does too
+        grads = tape.gradient(loss, self.trainable_variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return grads, predictions, new_state
+
+    def track_query_statistics(self, states):
+        """Moves the wrapped model's non-trainable state to the tasks' query-pass values."""
+        for variable, values in zip(self.model.non_trainable_variables, states):
+            if variable.dtype in ("float16", "bfloat16", "float32", "float64"):
+                variable.assign(tf.reduce_mean(values, axis=0))
+            else:
+                variable.assign(values[0])
+
+    def apply_meta_gradients(self, x, y, sample_weight, predictions, gradients):
+        """The end of every `train_step`: apply the meta-gradients, update the loss and metrics.
+
+        `gradients` (one per `self.trainable_variables`) are those of this
+        replica's mean query loss; the compiled optimizer applies them.
+        """
+        loss = self.compute_loss(x=x, y=y, y_pred=predictions, sample_weight=sample_weight, training=True)
+        self._loss_tracker.update_state(loss * replicas(), sample_weight=tf.shape(predictions)[0])
+        if replicas() > 1:  # the optimizer sums the replicas' gradients
+            gradients = [g / replicas() for g in gradients]
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        return self.compute_metrics(x, y, predictions, sample_weight=sample_weight)
+
+    def adapt(self, support_x, support_y, steps=None):
+        """A plain Keras model adapted to one task's support set.
+
+        Args:
+            support_x: `[S, ...]` support inputs of one task.
+            support_y: `[S]` integer labels `0..N-1`, or float regression
+                targets `[S, ...]`.
+            steps: inner steps (default `eval_inner_steps`).
+
+        The returned model has the wrapped model's architecture and the adapted
+        weights; its batch-normalisation moving statistics are the support
+        set's (see the module docstring). It loads without keras-meta.
+        """
+        support_x, support_y = self.check_task(support_x, support_y)
+        steps = self.eval_inner_steps if steps is None else self._check_steps("steps", steps)
+        adapted = self.adapt_one(tf.constant(support_x), tf.constant(support_y), steps)
+        return self.plain_model(adapted, support_x)
+
+    def check_task(self, support_x, support_y):
+        """One task's support set: integer class labels (>= 0) or float regression targets."""
+        support_x, support_y = np.asarray(support_x), np.asarray(support_y)
+        integer = np.issubdtype(support_y.dtype, np.integer)
+        if (not integer and not np.issubdtype(support_y.dtype, np.floating)) or len(support_x) != len(support_y) \
+                or not len(support_y) or (integer and support_y.ndim != 1):
+            raise ValueError(
+                "`adapt` takes one task: support_x [S, ...] and support_y [S] integer labels or [S, ...] float "
+                f"targets; got shapes {support_x.shape} and {support_y.shape}, label dtype {support_y.dtype}."
+            )
+        if integer and support_y.min() < 0:
+            raise ValueError(f"`support_y` must hold class labels >= 0, got {support_y.min()}; `adapt` takes no padding.")
+        return support_x, support_y
+
+    def adapt_one(self, support_x, support_y, steps):
+        @tf.function
+        def run(sx, sy):
+            with inner_loop.exact_batch_norm_moments():
+                return self.adapt_task(self.meta_weights(), self.model_state(), sx, sy, steps, False)
+
+        return [w.numpy() for w in run(support_x, support_y)]
+
+    def plain_model(self, adapted, support_x):
+        """A copy of the wrapped model with `adapted` weights and the support set's batch statistics."""
+        model = clone_model(self.model, adapted)
+        batch_norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+        momenta = [layer.momentum for layer in batch_norms]
+        for layer in batch_norms:
+            layer.momentum = 0.0  # the moving statistics become this batch's statistics
+        try:
+            weights = [tf.convert_to_tensor(v) for v in model.trainable_variables]
+            _, state = functional_call(model, weights, support_x, training=True, return_state=True)
+        finally:
+            for layer, momentum in zip(batch_norms, momenta):
+                layer.momentum = momentum
+        for variable, value in zip(model.non_trainable_variables, state):
+            variable.assign(value)
+        return model
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            model=keras.saving.serialize_keras_object(self.model),
+            inner_steps=self.inner_steps,
+            eval_inner_steps=self.eval_inner_steps,
+            adapt_layers=self.adapt_layers,
+            parallel_tasks=self.parallel_tasks,
+            inner_loss=None if self.inner_loss is None else keras.saving.serialize_keras_object(self.inner_loss),
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["model"] = keras.saving.deserialize_keras_object(config["model"])
+        if config.get("inner_loss") is not None:
+            config["inner_loss"] = keras.saving.deserialize_keras_object(config["inner_loss"])
+        return cls(**config)

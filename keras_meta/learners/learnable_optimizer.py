@@ -1,0 +1,79 @@
+"""`LearnableOptimizer`: an inner-loop update rule whose own parameters are meta-trained.
+
+The update of each adapted weight is `-learning_rate * gradient`, with learning
+rates that are Keras variables of the learner: the outer optimizer trains them
+together with the meta-weights, through the inner loop (Meta-SGD, Li et al.
+2017; meta-descent in the spirit of Sutton 1992). `granularity` chooses one
+rate per parameter, per weight tensor, or one for all.
+
+Example:
+
+>>> import tensorflow as tf
+>>> from keras_meta.learners import LearnableOptimizer
+>>> optimizer = LearnableOptimizer(initial_learning_rate=0.1)
+>>> optimizer.build_for([(3, 2), (2,)])
+>>> [u.shape for u in optimizer([tf.ones([3, 2]), tf.ones([2])])]
+[TensorShape([3, 2]), TensorShape([2])]
+"""
+
+import keras
+import tensorflow as tf
+
+GRANULARITIES = ("parameter", "tensor", "scalar")
+
+
+@keras.saving.register_keras_serializable(package="keras_meta")
+class LearnableOptimizer(keras.layers.Layer):
+    """Per-parameter (or per-tensor, or global) learnable inner learning rates.
+
+    Args:
+        initial_learning_rate: the starting value of every rate.
+        granularity: `"parameter"` (a rate for every scalar weight, Meta-SGD),
+            `"tensor"` (one per weight tensor) or `"scalar"` (one in all).
+
+    Call `build_for(shapes)` with the shapes of the weights it updates, then
+    `optimizer(grads)` returns the updates `-rate * grad`, differentiable with
+    respect to the rates.
+    """
+
+    def __init__(self, initial_learning_rate=0.01, granularity="parameter", **kwargs):
+        super().__init__(**kwargs)
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"`granularity` must be one of {GRANULARITIES}, got {granularity!r}.")
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.granularity = granularity
+        self.learning_rates = []
+
+    def build_for(self, shapes):
+        """Creates the learning-rate variables for weights of these shapes."""
+        if self.built:
+            return
+        initializer = keras.initializers.Constant(self.initial_learning_rate)
+        if self.granularity == "scalar":
+            shared = self.add_weight(shape=(), initializer=initializer, name="learning_rate")
+            self.learning_rates = [shared] * len(shapes)
+        else:
+            self.learning_rates = [
+                self.add_weight(
+                    shape=tuple(shape) if self.granularity == "parameter" else (),
+                    initializer=initializer,
+                    name=f"learning_rate_{i}",
+                )
+                for i, shape in enumerate(shapes)
+            ]
+        self.built = True
+
+    def call(self, grads):
+        if len(grads) != len(self.learning_rates):
+            raise ValueError(
+                f"Got {len(grads)} gradients but the optimizer was built for {len(self.learning_rates)} weights."
+            )
+        return [-tf.cast(rate, g.dtype) * g for rate, g in zip(self.learning_rates, grads)]
+
+    def compute_output_spec(self, grads):
+        return grads
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(initial_learning_rate=self.initial_learning_rate, granularity=self.granularity)
+        return config

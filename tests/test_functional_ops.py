@@ -1,0 +1,93 @@
+"""Functional use of Keras models (clone/update/detach), MagicBox, learnable optimizer, ranking metrics."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_meta import metrics, ops
+from keras_meta.learners import LearnableOptimizer
+
+
+def dense_model():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+
+
+def test_functional_call_uses_the_given_weights_and_leaves_the_variables_alone():
+    model = dense_model()
+    kernel, bias = model.get_weights()
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")
+    new = [tf.constant(2 * kernel), tf.constant(bias + 1)]
+    np.testing.assert_allclose(ops.functional_call(model, new, x).numpy(), x @ (2 * kernel) + bias + 1, rtol=1e-5)
+    np.testing.assert_array_equal(model.get_weights()[0], kernel)
+    with pytest.raises(ValueError, match="one tensor per variable"):
+        ops.functional_call(model, new[:1], x)
+
+
+def test_clone_update_detach_keep_or_cut_the_gradient():
+    model = dense_model()
+    x = tf.ones([1, 3])
+    with tf.GradientTape(persistent=True) as tape:
+        weights = ops.clone_weights(model)
+        updated = ops.update_weights(weights, [tf.ones_like(weights[0]), None])
+        through = tf.reduce_sum(ops.functional_call(model, updated, x))
+        cut = tf.reduce_sum(ops.functional_call(model, ops.detach_weights(updated), x))
+    grads = tape.gradient(through, model.trainable_variables)
+    np.testing.assert_allclose(grads[0].numpy(), np.ones((3, 2)))  # d/dW sum(x W + b) = x^T 1
+    np.testing.assert_allclose(grads[1].numpy(), np.ones(2))
+    assert all(g is None for g in tape.gradient(cut, model.trainable_variables))
+    np.testing.assert_allclose(updated[0].numpy(), model.get_weights()[0] + 1)
+    with pytest.raises(ValueError, match="one update per weight"):
+        ops.update_weights(weights, [None])
+
+
+def test_clone_model_is_independent_and_takes_new_weights():
+    model = dense_model()
+    kernel, bias = model.get_weights()
+    copy = ops.clone_model(model, [np.zeros_like(kernel), np.ones_like(bias)])
+    np.testing.assert_array_equal(copy.get_weights()[1], np.ones(2))
+    np.testing.assert_array_equal(model.get_weights()[0], kernel)
+    copy.layers[0].kernel.assign(np.full_like(kernel, 3.0))
+    np.testing.assert_array_equal(model.get_weights()[0], kernel)
+
+
+def test_magic_box_is_one_with_the_gradient_of_its_argument():
+    x = tf.constant([0.5, -1.0])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        box = ops.magic_box(tf.reduce_sum(x**2))
+        first = tape.gradient(box, x)
+    np.testing.assert_allclose(box.numpy(), 1.0)
+    np.testing.assert_allclose(first.numpy(), 2 * x.numpy())
+    # Second order (DiCE): d/dx (box * 2x) = 2 + (2x)^2 on the diagonal.
+    second = tape.jacobian(first, x)
+    np.testing.assert_allclose(np.diag(second.numpy()), 2 + (2 * x.numpy()) ** 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("granularity, rate_shapes", [("parameter", [(3, 2), (2,)]), ("tensor", [(), ()]),
+                                                      ("scalar", [(), ()])])
+def test_learnable_optimizer_granularities(granularity, rate_shapes):
+    optimizer = LearnableOptimizer(0.5, granularity=granularity)
+    optimizer.build_for([(3, 2), (2,)])
+    assert [tuple(r.shape) for r in optimizer.learning_rates] == rate_shapes
+    assert len(optimizer.trainable_variables) == (1 if granularity == "scalar" else 2)
+    grads = [tf.ones([3, 2]), tf.fill([2], 2.0)]
+    with tf.GradientTape() as tape:
+        updates = optimizer(grads)
+        total = tf.add_n([tf.reduce_sum(u) for u in updates])
+    np.testing.assert_allclose(updates[1].numpy(), [-1.0, -1.0])
+    assert all(g is not None for g in tape.gradient(total, optimizer.trainable_variables))
+
+
+def test_ranking_metrics_against_numpy():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(2, 7, 10)).astype("float32")
+    targets = rng.integers(0, 10, size=(2, 7))
+    ranks = 1 + (scores > np.take_along_axis(scores, targets[..., None], -1)).sum(-1)
+    for metric, expected in [(metrics.MeanReciprocalRank(), (1 / ranks).mean()),
+                             (metrics.recall_at_k(5), (ranks <= 5).mean()),
+                             (metrics.accuracy_at_1(), (ranks == 1).mean())]:
+        metric.update_state(targets, scores)
+        np.testing.assert_allclose(float(metric.result()), expected, rtol=1e-6)
+    assert metrics.recall_at_k(5).name == "recall@5"

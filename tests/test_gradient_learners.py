@@ -1,0 +1,206 @@
+"""Behaviour of the gradient-based learners: adaptation, batch normalisation, saving, errors."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_meta import learners
+from keras_meta.learners import inner_loop
+
+CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def batch_norm_first_model():
+    """BatchNormalization straight on the inputs: its batch statistics do not depend on the weights."""
+    return keras.Sequential([keras.Input((3,)), keras.layers.BatchNormalization(momentum=0.9),
+                             keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(2)])
+
+
+def classification_episode(num_tasks=2, support_shift=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    inputs = {
+        "support_x": (rng.normal(size=(num_tasks, 4, 3)) + support_shift).astype("float32"),
+        "support_y": np.tile(np.array([0, 1, 0, 1], np.int32), (num_tasks, 1)),
+        "query_x": rng.normal(size=(num_tasks, 6, 3)).astype("float32"),
+    }
+    return inputs, np.tile(np.array([0, 1, 0, 1, 0, 1], np.int32), (num_tasks, 1))
+
+
+LEARNERS = {
+    "maml": lambda m: learners.MAML(m, inner_learning_rate=0.1, inner_steps=2),
+    "fomaml": lambda m: learners.MAML(m, inner_learning_rate=0.1, inner_steps=2, first_order=True),
+    "metasgd": lambda m: learners.MetaSGD(m, inner_learning_rate=0.1, inner_steps=1),
+    "anil": lambda m: learners.ANIL(m, inner_learning_rate=0.1, inner_steps=2),
+    "reptile": lambda m: learners.Reptile(m, inner_optimizer=keras.optimizers.SGD(0.1), inner_steps=2),
+    "imaml": lambda m: learners.iMAML(m, inner_learning_rate=0.1, inner_steps=2, cg_steps=2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+def test_adaptation_never_touches_the_moving_statistics_and_training_tracks_the_query_set(name):
+    learner = LEARNERS[name](batch_norm_first_model())
+    learner.compile(optimizer=keras.optimizers.SGD(0.01), loss=CE)
+    inputs, labels = classification_episode(support_shift=100.0)
+    batch_norm = learner.model.layers[0]
+    learner.predict_on_batch(inputs)
+    learner.test_on_batch(inputs, labels)
+    np.testing.assert_array_equal(batch_norm.moving_mean.numpy(), np.zeros(3))
+    learner.train_on_batch(inputs, labels)
+    query_mean = inputs["query_x"].reshape(-1, 3).mean(0)  # the mean of the per-task means
+    np.testing.assert_allclose(batch_norm.moving_mean.numpy(), 0.1 * query_mean, rtol=1e-4, atol=1e-6)
+
+
+def test_adapted_model_uses_the_support_set_statistics():
+    learner = learners.MAML(batch_norm_first_model(), inner_learning_rate=0.1, inner_steps=1)
+    learner.compile(loss=CE)
+    inputs, _ = classification_episode()
+    support_x, support_y = inputs["support_x"][0], inputs["support_y"][0]
+    adapted = learner.adapt(support_x, support_y)
+    batch_norm = adapted.layers[0]
+    np.testing.assert_allclose(batch_norm.moving_mean.numpy(), support_x.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(batch_norm.moving_variance.numpy(), support_x.var(0), rtol=1e-4)
+    # Inference with the adapted model equals the learner's own (batch-statistics) view of the support set.
+    expected = learner.model.stateless_call(
+        [tf.convert_to_tensor(v) for v in adapted.trainable_variables],
+        [tf.convert_to_tensor(v) for v in learner.model.non_trainable_variables], support_x, training=True)[0]
+    np.testing.assert_allclose(adapted.predict(support_x, verbose=0), expected.numpy(), rtol=1e-4, atol=1e-5)
+    assert learner.model.layers[0].moving_mean.numpy().tolist() == [0.0, 0.0, 0.0]
+
+
+def test_adapt_takes_the_same_steps_as_plain_gradient_descent():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, use_bias=False)])
+    learner = learners.MAML(model, inner_learning_rate=0.05, inner_steps=1, eval_inner_steps=4)
+    learner.compile(loss="mse")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(6, 3)).astype("float32"), rng.normal(size=(6, 1)).astype("float32")
+    w = model.get_weights()[0]
+    for steps in (4, 2):
+        expected = w.copy()
+        for _ in range(steps):
+            expected -= 0.05 * 2.0 * x.T @ (x @ expected - y) / len(x)
+        adapted = learner.adapt(x, y) if steps == 4 else learner.adapt(x, y, steps=steps)
+        np.testing.assert_allclose(adapted.get_weights()[0], expected, rtol=1e-5)
+    np.testing.assert_array_equal(model.get_weights()[0], w)  # the meta-weights are untouched
+
+
+def test_anil_adapts_only_the_head():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="tanh", name="body"),
+                              keras.layers.Dense(2, name="head")])
+    learner = learners.ANIL(model, inner_learning_rate=0.5, inner_steps=3)
+    learner.compile(loss=CE)
+    assert learner.adapt_layers == ["head"]
+    inputs, _ = classification_episode()
+    adapted = learner.adapt(inputs["support_x"][0], inputs["support_y"][0])
+    np.testing.assert_array_equal(adapted.get_layer("body").get_weights()[0], model.get_layer("body").get_weights()[0])
+    assert not np.allclose(adapted.get_layer("head").get_weights()[0], model.get_layer("head").get_weights()[0])
+
+
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+def test_save_and_load_round_trip(name, tmp_path):
+    keras.utils.set_random_seed(0)
+    learner = LEARNERS[name](batch_norm_first_model())
+    learner.compile(optimizer=keras.optimizers.Adam(1e-2), loss=CE, metrics=["sparse_categorical_accuracy"])
+    inputs, labels = classification_episode()
+    learner.fit(inputs, labels, epochs=2, batch_size=2, verbose=0)
+    path = str(tmp_path / f"{name}.keras")
+    learner.save(path)
+    reloaded = keras.saving.load_model(path)
+    assert type(reloaded) is type(learner)
+    np.testing.assert_allclose(reloaded.predict_on_batch(inputs), learner.predict_on_batch(inputs), rtol=1e-5,
+                               atol=1e-6)
+    # More shots than in training: any support size works.
+    bigger, _ = classification_episode(seed=3)
+    bigger = {k: np.concatenate([v, v], axis=1) for k, v in bigger.items()}
+    assert reloaded.predict_on_batch(bigger).shape == (2, 12, 2)
+    reloaded.fit(inputs, labels, epochs=1, batch_size=2, verbose=0)  # compiled again on load
+
+
+def test_meta_sgd_learns_and_saves_its_rates(tmp_path):
+    learner = learners.MetaSGD(batch_norm_first_model(), inner_learning_rate=0.1)
+    learner.compile(optimizer=keras.optimizers.Adam(0.05), loss=CE)
+    inputs, labels = classification_episode()
+    learner.fit(inputs, labels, epochs=3, batch_size=2, verbose=0)
+    rates = [r.numpy() for r in learner.inner_optimizer.learning_rates]
+    assert rates[0].shape == learner.model.trainable_variables[0].shape
+    assert not np.allclose(rates[0], 0.1)
+    learner.save(tmp_path / "m.keras")
+    reloaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(reloaded.inner_optimizer.learning_rates[0].numpy(), rates[0])
+
+
+def test_eval_inner_steps_can_change_after_predict():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    learner = learners.MAML(model, inner_learning_rate=0.5, inner_steps=1)
+    learner.compile(loss=CE)
+    inputs, _ = classification_episode()
+    one = learner.predict(inputs, verbose=0)
+    learner.eval_inner_steps = 5
+    five = learner.predict(inputs, verbose=0)
+    assert not np.allclose(one, five)
+    learner.eval_inner_steps = 0
+    np.testing.assert_allclose(learner.predict(inputs, verbose=0)[0], model.predict(inputs["query_x"][0], verbose=0),
+                               rtol=1e-5)
+
+
+def test_padded_support_examples_do_not_count_in_the_inner_loss():
+    logits = tf.constant([[2.0, 0.0], [0.0, 1.0], [5.0, -5.0]])
+    padded = inner_loop.mean_loss(CE, tf.constant([0, 1, -1]), logits)
+    np.testing.assert_allclose(padded.numpy(), CE(tf.constant([0, 1]), logits[:2]).numpy(), rtol=1e-6)
+
+
+def test_maml_meta_learns_sinusoid_regression():
+    from keras_meta.datasets.sine import SinusoidTasks
+
+    keras.utils.set_random_seed(0)
+    learner = learners.MAML(keras.Sequential([keras.Input((1,)), keras.layers.Dense(40, activation="relu"),
+                                              keras.layers.Dense(1)]), inner_learning_rate=0.01)
+    learner.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    test = SinusoidTasks(seed=1).dataset(batch_size=50, num_episodes=100)
+    before = learner.evaluate(test, verbose=0)
+    learner.fit(SinusoidTasks(seed=0).dataset(batch_size=10), epochs=1, steps_per_epoch=300, verbose=0)
+    after = learner.evaluate(test, verbose=0)
+    assert after < 0.8 * before
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: learners.MAML("not a model"), "built keras.Model"),
+        (lambda: learners.MAML(keras.Sequential([keras.layers.Dense(2)])), "built keras.Model"),
+        (lambda: learners.MAML(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), inner_steps=-1),
+         "non-negative integer"),
+        (lambda: learners.ANIL(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")]),
+                               adapt_layers=["head"]), "the model's layers are"),
+        (lambda: learners.MAML(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), inner_clipnorm=0),
+         "inner_clipnorm"),
+        (lambda: learners.iMAML(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), regularization=0),
+         "regularization"),
+        (lambda: learners.LearnableOptimizer(granularity="row"), "granularity"),
+    ],
+)
+def test_bad_arguments_get_clear_errors(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_missing_loss_and_bad_support_sets_get_clear_errors():
+    learner = learners.MAML(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
+    inputs, _ = classification_episode()
+    learner.compile(optimizer="adam")
+    with pytest.raises(ValueError, match="single `loss=`"):
+        learner.predict_on_batch(inputs)
+    learner.compile(optimizer="adam", loss=CE)
+    with pytest.raises(ValueError, match="labels >= 0"):
+        learner.adapt(inputs["support_x"][0], np.array([0, -1, 0, 1]))
+    with pytest.raises(ValueError, match="one task"):
+        learner.adapt(inputs["support_x"], inputs["support_y"])
+
+
+def test_nan_inner_loss_is_reported():
+    learner = learners.MAML(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
+    learner.compile(optimizer="adam", loss=CE)
+    inputs, labels = classification_episode()
+    inputs["support_x"][0, 0, 0] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="inner-loop loss on a task's support set is NaN"):
+        learner.fit(inputs, labels, epochs=1, batch_size=2, verbose=0)

@@ -1,0 +1,216 @@
+"""Meta-gradients checked against independent computations: finite differences and closed forms."""
+
+import contextlib
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_meta.learners import MAML, MetaSGD, Reptile, iMAML, inner_loop
+
+
+
+def CE(labels, logits):
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64")(labels, logits)
+
+
+@pytest.fixture
+def float64():
+    keras.config.set_floatx("float64")
+    keras.utils.set_random_seed(1)
+    yield
+    keras.config.set_floatx("float32")
+
+
+def tiny_classifier(batch_norm=False, gru=False):
+    if gru:
+        layers = [keras.Input((3, 2)), keras.layers.GRU(3), keras.layers.Dense(2)]
+    else:
+        layers = [keras.Input((3,)), keras.layers.Dense(4)]
+        if batch_norm:
+            layers.append(keras.layers.BatchNormalization())
+        layers += [keras.layers.Activation("tanh"), keras.layers.Dense(2)]
+    return keras.Sequential(layers)
+
+
+def episode(gru=False):
+    rng = np.random.default_rng(0)
+    shape = (3, 2) if gru else (3,)
+    inputs = {
+        "support_x": rng.normal(size=(2, 4, *shape)),
+        "support_y": np.array([[0, 1, 0, 1], [1, 0, 1, 0]], np.int32),
+        "query_x": rng.normal(size=(2, 3, *shape)),
+    }
+    return inputs, np.array([[0, 1, 1], [1, 0, 0]], np.int32)
+
+
+def meta_gradient(learner, inputs, labels):
+    with tf.GradientTape() as tape:
+        loss = CE(labels, learner(inputs, training=True))
+    return tape.gradient(loss, learner.trainable_variables)
+
+
+def finite_difference(learner, inputs, labels, variable, eps=1e-6):
+    """Central differences of the post-adaptation query loss with respect to one variable."""
+    query_loss = tf.function(lambda: CE(labels, learner(inputs, training=False)))  # reads the variables anew
+    base = variable.numpy()
+    grad = np.zeros_like(base)
+    for index in np.ndindex(base.shape):
+        for sign in (1, -1):
+            shifted = base.copy()
+            shifted[index] += sign * eps
+            variable.assign(shifted)
+            grad[index] += sign * float(query_loss()) / (2 * eps)
+    variable.assign(base)
+    return grad
+
+
+def relative_error(a, b):
+    return np.abs(a - b).max() / np.abs(b).max()
+
+
+@pytest.mark.parametrize("kind", ["dense", "batch_norm", "gru"])
+def test_second_order_maml_matches_finite_differences(float64, kind):
+    model = tiny_classifier(batch_norm=kind == "batch_norm", gru=kind == "gru")
+    learner = MAML(model, inner_learning_rate=0.5, inner_steps=2)
+    learner.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    inputs, labels = episode(gru=kind == "gru")
+    grads = meta_gradient(learner, inputs, labels)
+    checked, expected_grads = 0, []
+    for variable, grad in zip(learner.trainable_variables, grads):
+        expected = finite_difference(learner, inputs, labels, variable)
+        expected_grads.append(expected)
+        if np.abs(expected).max() > 1e-6:  # a bias right before batch normalisation has none
+            assert relative_error(grad.numpy(), expected) < 1e-3, variable.path
+            checked += 1
+    assert checked >= len(grads) - 1
+    # fit's train_step (one task at a time, gradients averaged) applies the same meta-gradient.
+    learner.compile(optimizer=keras.optimizers.SGD(1.0), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = [v.numpy() for v in learner.trainable_variables]
+    learner.train_on_batch(inputs, labels)
+    for old, variable, expected in zip(before, learner.trainable_variables, expected_grads):
+        if np.abs(expected).max() > 1e-6:
+            assert relative_error(old - variable.numpy(), expected) < 1e-3, variable.path
+
+
+def test_keras_batch_norm_alone_would_get_the_second_order_terms_wrong(float64):
+    """Why exact_batch_norm_moments exists: without it the meta-gradient is off."""
+    learner = MAML(tiny_classifier(batch_norm=True), inner_learning_rate=0.5, inner_steps=2)
+    learner.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    inputs, labels = episode()
+    exact = meta_gradient(learner, inputs, labels)[0].numpy()
+    original = inner_loop.exact_batch_norm_moments
+    inner_loop.exact_batch_norm_moments = contextlib.nullcontext
+    try:
+        plain = meta_gradient(learner, inputs, labels)[0].numpy()
+    finally:
+        inner_loop.exact_batch_norm_moments = original
+    assert relative_error(plain, exact) > 1e-4
+
+
+def test_meta_sgd_learning_rates_match_finite_differences(float64):
+    learner = MetaSGD(tiny_classifier(), inner_learning_rate=0.3, inner_steps=2)
+    learner.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    inputs, labels = episode()
+    rates = learner.inner_optimizer.learning_rates
+    grads = dict(zip([id(v) for v in learner.trainable_variables], meta_gradient(learner, inputs, labels)))
+    for rate in rates[:2]:
+        assert relative_error(grads[id(rate)].numpy(), finite_difference(learner, inputs, labels, rate)) < 1e-3
+
+
+def linear_tasks(num_tasks=2, shots=5, queries=4, dims=3, seed=0):
+    rng = np.random.default_rng(seed)
+    inputs = {
+        "support_x": rng.normal(size=(num_tasks, shots, dims)),
+        "support_y": rng.normal(size=(num_tasks, shots, 1)),
+        "query_x": rng.normal(size=(num_tasks, queries, dims)),
+    }
+    return inputs, rng.normal(size=(num_tasks, queries, 1))
+
+
+def linear_model(dims=3, seed=0):
+    model = keras.Sequential([keras.Input((dims,)), keras.layers.Dense(1, use_bias=False)])
+    model.set_weights([np.random.default_rng(seed + 10).normal(size=(dims, 1))])
+    return model
+
+
+def mse_grad(w, x, y):
+    """Gradient of mean((x w - y)^2) with respect to w."""
+    return 2.0 * x.T @ (x @ w - y) / len(x)
+
+
+def test_first_order_maml_is_the_query_gradient_at_the_adapted_weights(float64):
+    learner = MAML(linear_model(), inner_learning_rate=0.1, inner_steps=3, first_order=True)
+    learner.compile(loss="mse")
+    inputs, targets = linear_tasks()
+    with tf.GradientTape() as tape:
+        loss = keras.losses.MeanSquaredError(dtype="float64")(targets, learner(inputs, training=True))
+    grad = tape.gradient(loss, learner.trainable_variables)[0].numpy()
+    w0 = learner.model.get_weights()[0]
+    expected = 0
+    for task in range(2):
+        w = w0.copy()
+        for _ in range(3):
+            w = w - 0.1 * mse_grad(w, inputs["support_x"][task], inputs["support_y"][task])
+        expected = expected + mse_grad(w, inputs["query_x"][task], targets[task]) / 2
+    np.testing.assert_allclose(grad, expected, rtol=1e-10)
+
+
+def test_truncation_interpolates_between_first_and_second_order(float64):
+    inputs, labels = episode()
+    keras.utils.set_random_seed(3)
+    model = tiny_classifier()
+    grads = {}
+    for name, options in {"full": {}, "first": {"first_order": True}, "t0": {"truncation": 0},
+                          "t3": {"truncation": 3}, "t1": {"truncation": 1}}.items():
+        learner = MAML(model, inner_learning_rate=0.5, inner_steps=3, **options)
+        learner.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        grads[name] = meta_gradient(learner, inputs, labels)[0].numpy()
+    np.testing.assert_allclose(grads["t3"], grads["full"], rtol=1e-12)
+    np.testing.assert_allclose(grads["t0"], grads["first"], rtol=1e-12)
+    assert relative_error(grads["t1"], grads["full"]) > 1e-6 and relative_error(grads["t1"], grads["first"]) > 1e-6
+
+
+def test_reptile_update_is_the_interpolation_formula(float64):
+    learner = Reptile(linear_model(), inner_optimizer=keras.optimizers.SGD(0.05), inner_steps=4)
+    learner.compile(optimizer=keras.optimizers.SGD(0.3), loss="mse")
+    inputs, targets = linear_tasks()
+    theta = learner.model.get_weights()[0]
+    learner.train_on_batch(inputs, targets)
+    adapted = []
+    for task in range(2):
+        w = theta.copy()
+        for _ in range(4):
+            w = w - 0.05 * mse_grad(w, inputs["support_x"][task], inputs["support_y"][task])
+        adapted.append(w)
+    expected = theta + 0.3 * (np.mean(adapted, axis=0) - theta)
+    np.testing.assert_allclose(learner.model.get_weights()[0], expected, rtol=1e-6)
+
+
+def test_imaml_matches_the_exact_implicit_gradient_of_a_quadratic_inner_problem(float64):
+    lam, dims = 2.0, 3
+    learner = iMAML(linear_model(dims), inner_learning_rate=0.15, inner_steps=60, regularization=lam, cg_steps=dims)
+    learner.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
+    inputs, targets = linear_tasks(dims=dims)
+    theta = learner.model.get_weights()[0]
+    learner.train_on_batch(inputs, targets)
+    expected = 0
+    for task in range(2):
+        x, y = inputs["support_x"][task], inputs["support_y"][task]
+        hessian = 2.0 * x.T @ x / len(x)
+        phi = np.linalg.solve(hessian + lam * np.eye(dims), 2.0 * x.T @ y / len(x) + lam * theta)
+        query_grad = mse_grad(phi, inputs["query_x"][task], targets[task])
+        expected = expected + np.linalg.solve(np.eye(dims) + hessian / lam, query_grad) / 2
+    np.testing.assert_allclose(theta - learner.model.get_weights()[0], expected, rtol=1e-6)
+
+
+def test_conjugate_gradient_and_hessian_vector_product(float64):
+    a = np.array([[4.0, 1.0], [1.0, 3.0]])
+    b = np.array([1.0, 2.0])
+    x = inner_loop.conjugate_gradient(lambda v: [tf.linalg.matvec(a, v[0])], [tf.constant(b)], steps=2)
+    np.testing.assert_allclose(x[0].numpy(), np.linalg.solve(a, b), rtol=1e-10)
+    w = tf.constant([1.0, -2.0], tf.float64)
+    hv = inner_loop.hessian_vector_product(lambda ws: tf.reduce_sum(ws[0] ** 3), [w], [tf.constant([1.0, 1.0],
+                                                                                                    tf.float64)])
+    np.testing.assert_allclose(hv[0].numpy(), 6.0 * w.numpy())
