@@ -204,3 +204,43 @@ def test_nan_inner_loss_is_reported():
     inputs["support_x"][0, 0, 0] = np.nan
     with pytest.raises(tf.errors.InvalidArgumentError, match="inner-loop loss on a task's support set is NaN"):
         learner.fit(inputs, labels, epochs=1, batch_size=2, verbose=0)
+
+
+def test_inner_gradient_clipping_bounds_each_step():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    learner = learners.MAML(model, inner_learning_rate=1.0, inner_steps=1, inner_clipnorm=0.5)
+    learner.compile(loss="mse")
+    x, y = np.ones((4, 3), "float32"), np.full((4, 1), 100.0, "float32")
+    adapted = learner.adapt(x, y)
+    change = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(adapted.get_weights(), model.get_weights())))
+    np.testing.assert_allclose(change, 0.5, rtol=1e-5)  # lr * clipnorm, the raw gradient is far larger
+
+
+class TwoTower(keras.Model):
+    """A subclassed model with Dropout and an LSTM."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.lstm = keras.layers.LSTM(4)
+        self.dropout = keras.layers.Dropout(0.1)
+        self.head = keras.layers.Dense(2)
+
+    def call(self, x, training=False):
+        return self.head(self.dropout(self.lstm(x), training=training))
+
+
+def test_subclassed_models_with_dropout_and_lstm_meta_train():
+    model = TwoTower()
+    model(np.zeros((1, 5, 3), "float32"))
+    learner = learners.MAML(model, inner_learning_rate=0.1, inner_steps=2)
+    learner.compile(optimizer="adam", loss=CE)
+    rng = np.random.default_rng(0)
+    inputs = {"support_x": rng.normal(size=(2, 4, 5, 3)).astype("float32"),
+              "support_y": np.tile(np.array([0, 1, 0, 1], np.int32), (2, 1)),
+              "query_x": rng.normal(size=(2, 6, 5, 3)).astype("float32")}
+    labels = np.tile(np.array([0, 1, 0, 1, 0, 1], np.int32), (2, 1))
+    history = learner.fit(inputs, labels, epochs=2, batch_size=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert learner.predict_on_batch(inputs).shape == (2, 6, 2)
+    assert learner.adapt(inputs["support_x"][0], inputs["support_y"][0]).predict(
+        inputs["query_x"][0], verbose=0).shape == (6, 2)

@@ -123,7 +123,7 @@ class GradientMetaLearner(MetaLearner):
         return int(value)
 
     def _resolve_auto_jit_compile(self):
-        # `compile(jit_compile="auto")` means no XLA: it made inner loops slower (docs/maml.md).
+        # `compile(jit_compile="auto")` means no XLA: it made inner loops slower (docs/gradient_based_learners.md).
         return False
 
     # -- what a subclass defines ---------------------------------------------
