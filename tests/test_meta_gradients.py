@@ -17,10 +17,14 @@ def CE(labels, logits):
 
 @pytest.fixture
 def float64():
+    """Float64 layers: the dtype policy is fixed once created, so set it along with floatx, then restore both."""
+    floatx, policy = keras.config.floatx(), keras.config.dtype_policy()
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
     keras.utils.set_random_seed(1)
     yield
-    keras.config.set_floatx("float32")
+    keras.config.set_floatx(floatx)
+    keras.config.set_dtype_policy(policy)
 
 
 def tiny_classifier(batch_norm=False, gru=False):

@@ -4,7 +4,7 @@ Example:
 
 >>> import keras, keras_meta
 >>> learner = keras_meta.learners.MetaSGD(keras_meta.models.conv4(num_classes=5), inner_learning_rate=0.1)
->>> [rate.shape for rate in learner.inner_optimizer.learning_rates][:1]
+>>> [tuple(rate.shape) for rate in learner.inner_optimizer.learning_rates][:1]
 [(3, 3, 1, 64)]
 """
 
