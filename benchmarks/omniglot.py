@@ -43,6 +43,10 @@ def build_protonet(args):
     return keras_meta.learners.PrototypicalNetwork(backbone(args))
 
 
+def build_matching(args):
+    return keras_meta.learners.MatchingNetwork(backbone(args), full_context_embeddings=args.fce)
+
+
 def classifier(args):
     """conv4 with a `--train-ways` logits head: the model that gradient-based learners adapt."""
     return keras_meta.models.conv4(input_shape=(28, 28, 1), num_classes=args.train_ways)
@@ -55,6 +59,10 @@ def gradient_options(args):
 
 ALGOS = {
     "protonet": build_protonet,
+    "matching": build_matching,
+    "r2d2": lambda args: keras_meta.learners.R2D2(backbone(args)),
+    "metanet": lambda args: keras_meta.learners.MetaNetwork(backbone(args), ways=max(args.train_ways, 20)),
+    "metanet-embedding": lambda args: keras_meta.learners.EmbeddingMetaNetwork(backbone(args)),
     "maml": lambda args: keras_meta.learners.MAML(classifier(args), **gradient_options(args)),
     "fomaml": lambda args: keras_meta.learners.MAML(classifier(args), first_order=True, **gradient_options(args)),
     "metasgd": lambda args: keras_meta.learners.MetaSGD(classifier(args), **gradient_options(args)),
@@ -63,9 +71,14 @@ ALGOS = {
         classifier(args), inner_optimizer=keras.optimizers.Adam(args.inner_lr, beta_1=0.0),
         inner_steps=args.inner_steps, eval_inner_steps=args.eval_inner_steps),
 }
+METRIC_BASED = ("protonet", "matching", "r2d2", "metanet", "metanet-embedding")
 # Settings that differ from the command-line defaults, per algorithm (a flag given explicitly wins).
 DEFAULTS = {
     "protonet": {},
+    "matching": {},
+    "r2d2": {},
+    "metanet": {},
+    "metanet-embedding": {},
     "maml": dict(train_ways=5, train_queries=5, meta_batch=16, steps=1500, inner_lr=0.4, inner_steps=1,
                  eval_inner_steps=3),
     "fomaml": dict(train_ways=5, train_queries=5, meta_batch=16, steps=1500, inner_lr=0.4, inner_steps=1,
@@ -96,6 +109,7 @@ def parse_args():
     parser.add_argument("--eval-inner-steps", type=int, default=3)
     parser.add_argument("--eval-episodes", type=int, default=600)
     parser.add_argument("--eval-queries", type=int, default=15)
+    parser.add_argument("--fce", action="store_true", help="Matching Networks: full context embeddings")
     parser.add_argument("--augment", action="store_true", help="random shift/rotation/zoom of training images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", help="write the meta-trained learner to this .keras file")
@@ -131,7 +145,8 @@ def main():
     start = time.perf_counter()
     learner.fit(sampler.dataset(batch_size=args.meta_batch), epochs=epochs,
                 steps_per_epoch=args.steps // epochs, verbose=args.verbose)
-    results = {"algo": args.algo, "train_splits": args.train_splits, "train_steps": args.steps,
+    results = {"algo": args.algo, "train_splits": args.train_splits, "train_ways": args.train_ways,
+               "train_steps": args.steps,
                "train_seconds": round(time.perf_counter() - start, 1)}
     if args.save:
         os.makedirs(os.path.dirname(os.path.abspath(args.save)), exist_ok=True)
@@ -139,13 +154,15 @@ def main():
         results["saved"] = os.path.abspath(args.save)
     if test is not None:
         results["test_alphabets"] = sorted(set(test.alphabets.tolist()))
-        for ways in (5, 20) if args.algo == "protonet" else (args.train_ways,):
+        for ways in (5, 20) if args.algo in METRIC_BASED else (args.train_ways,):
             start = time.perf_counter()
             score = evaluate_few_shot(learner, test.images, test.labels, ways, shots=1, queries=args.eval_queries,
                                       num_episodes=args.eval_episodes, seed=args.seed + 1, verbose=0)
             results[f"acc_{ways}w1s"] = round(score.accuracy, 4)
             results[f"ci95_{ways}w1s"] = round(score.ci95, 4)
-            results[f"eval_seconds_{ways}w1s"] = round(time.perf_counter() - start, 1)
+            seconds = time.perf_counter() - start
+            results[f"eval_seconds_{ways}w1s"] = round(seconds, 1)
+            results[f"infer_ms_per_episode_{ways}w1s"] = round(1000 * seconds / args.eval_episodes, 2)
     print(json.dumps(results))
 
 

@@ -94,3 +94,26 @@ def test_omniglot_maml_and_reptile_examples_run(tmp_path):
 def test_gru_next_item_example_reports_ranking_metrics():
     results = last_json_line(run_script("examples/gru_next_item.py", "--steps", "4", "--users", "20"))
     assert {"acc@1", "recall@5", "mrr", "loss"} <= set(results["after_3_steps"])
+
+
+def test_metric_learners_example_trains_adapts_and_saves(tmp_path):
+    run_script("examples/omniglot_metric_learners.py", "--learner", "metanet", "--output-dir", str(tmp_path),
+               "--steps", "2", "--episodes", "4")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert {"acc_5w1s", "acc_20w1s", "adapted_classifier_accuracy"} <= set(results)
+    classifier = keras.saving.load_model(str(tmp_path / "adapted_5way_classifier.keras"))  # standard layers only
+    assert classifier.predict(np.zeros((2, 28, 28, 1), "float32"), verbose=0).shape == (2, 5)
+    assert keras.saving.load_model(str(tmp_path / "metanet.keras")).ways == 20
+
+
+def test_comparison_script_runs_missing_learners_and_writes_the_table(tmp_path):
+    results, table = tmp_path / "results.jsonl", tmp_path / "comparison.md"
+    results.write_text(json.dumps({"algo": "maml", "train_ways": 5, "train_steps": 1, "train_seconds": 1.0,
+                                   "acc_5w1s": 0.5, "ci95_5w1s": 0.01}) + "\n")
+    out = last_json_line(run_script("benchmarks/compare.py", "--algos", "maml,r2d2", "--results", str(results),
+                                    "--table", str(table), "--steps", "2", "--eval-episodes", "4"))
+    lines = results.read_text().splitlines()
+    assert [json.loads(line)["algo"] for line in lines] == ["maml", "r2d2"]  # maml had a result: not rerun
+    assert [row["learner"] for row in out["rows"]] == ["r2d2", "maml"]
+    text = table.read_text()
+    assert "| r2d2 |" in text and "| maml | 50.00% ± 1.00 |" in text

@@ -2,22 +2,33 @@
 
 from keras_meta.learners.anil import ANIL
 from keras_meta.learners.base import MetaLearner
+from keras_meta.learners.embedding import EmbeddingMetaLearner
+from keras_meta.learners.embedding_meta_network import EmbeddingMetaNetwork
 from keras_meta.learners.gradient_based import GradientMetaLearner
 from keras_meta.learners.imaml import iMAML
 from keras_meta.learners.learnable_optimizer import LearnableOptimizer
 from keras_meta.learners.maml import MAML
+from keras_meta.learners.matching import AttentionLSTMEmbedding, MatchingNetwork
+from keras_meta.learners.meta_network import MetaNetwork
 from keras_meta.learners.meta_sgd import MetaSGD
 from keras_meta.learners.prototypical import PrototypicalNetwork
+from keras_meta.learners.r2d2 import R2D2
 from keras_meta.learners.reptile import Reptile
 
 __all__ = [
     "ANIL",
+    "AttentionLSTMEmbedding",
+    "EmbeddingMetaLearner",
+    "EmbeddingMetaNetwork",
     "GradientMetaLearner",
     "LearnableOptimizer",
     "MAML",
+    "MatchingNetwork",
     "MetaLearner",
+    "MetaNetwork",
     "MetaSGD",
     "PrototypicalNetwork",
+    "R2D2",
     "Reptile",
     "iMAML",
 ]

@@ -14,6 +14,11 @@ import tensorflow as tf
 from keras_meta.data.episodes import QUERY_X, SUPPORT_X, SUPPORT_Y
 
 
+def replicas():
+    """Replicas of the current `tf.distribute` strategy (1 outside one)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
 def unpack_episode(inputs):
     """Returns `(support_x, support_y, query_x)` from an episode dict, checked."""
     if not isinstance(inputs, dict) or not {SUPPORT_X, SUPPORT_Y, QUERY_X} <= set(inputs):

@@ -24,13 +24,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_meta.learners import inner_loop
-from keras_meta.learners.base import MetaLearner, unpack_episode
+from keras_meta.learners.base import MetaLearner, replicas, unpack_episode
 from keras_meta.ops.functional import clone_model, functional_call
-
-
-def replicas():
-    """Replicas of the current `tf.distribute` strategy (1 outside one)."""
-    return tf.distribute.get_strategy().num_replicas_in_sync
 
 
 def check_model(model):

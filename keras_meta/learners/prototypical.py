@@ -19,20 +19,20 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_meta.learners.base import MetaLearner, check_support_set, class_labels, unpack_episode
+from keras_meta.learners.base import check_support_set
+from keras_meta.learners.embedding import EmbeddingMetaLearner, copy_of, mask_absent_classes
 from keras_meta.ops import distances
-
-MASKED_LOGIT = -1e9
 
 
 @keras.saving.register_keras_serializable(package="keras_meta")
-class PrototypicalNetwork(MetaLearner):
+class PrototypicalNetwork(EmbeddingMetaLearner):
     """Few-shot classifier by distance to class prototypes.
 
     Args:
         backbone: a built Keras model mapping inputs to embeddings `[batch, D]`.
         distance: `"euclidean"` (squared, as in the paper) or `"cosine"`.
         cosine_scale: multiplies cosine similarities into logits.
+        gradient_clipnorm: optional global-norm gradient clipping in `fit`.
 
     Input: an episode dict; output: query logits `[B, N*Q, N]` with `N` the
     number of classes in the support labels. Classes with no support example
@@ -40,48 +40,19 @@ class PrototypicalNetwork(MetaLearner):
     """
 
     def __init__(self, backbone, distance="euclidean", cosine_scale=10.0, **kwargs):
-        super().__init__(**kwargs)
-        if not isinstance(backbone, keras.Model) or not backbone.built:
-            raise ValueError(
-                "`backbone` must be a built keras.Model (give it an Input shape), "
-                f"got {type(backbone).__name__}."
-            )
-        if len(backbone.output_shape) != 2:
-            raise ValueError(
-                f"`backbone` must output embeddings [batch, D], but its output shape is {backbone.output_shape}; "
-                "end it with a Flatten or pooling layer."
-            )
+        super().__init__(backbone, **kwargs)
         if distance not in distances.DISTANCES:
             raise ValueError(f"`distance` must be one of {distances.DISTANCES}, got {distance!r}.")
-        self.backbone = backbone
         self.distance = distance
         self.cosine_scale = float(cosine_scale)
         self.built = True  # all weights are the backbone's, built already
 
-    def embed_episode(self, support_x, query_x, training=False):
-        """Embeds support and query together: `([B, S, D], [B, Q, D])`."""
-        feature_shape = support_x.shape[2:]
-        if query_x.shape[2:] != feature_shape:
-            raise ValueError(f"`support_x` {support_x.shape} and `query_x` {query_x.shape} differ in example shape.")
-        tasks, num_support = tf.shape(support_x)[0], tf.shape(support_x)[1]
-        flat = tf.concat(
-            [tf.reshape(support_x, [-1, *feature_shape]), tf.reshape(query_x, [-1, *feature_shape])], axis=0
-        )
-        embeddings = self.backbone(flat, training=training)
-        split = tasks * num_support
-        support = tf.reshape(embeddings[:split], [tasks, num_support, embeddings.shape[-1]])
-        query = tf.reshape(embeddings[split:], [tasks, -1, embeddings.shape[-1]])
-        return support, query
-
     def call(self, inputs, training=False):
-        support_x, support_y, query_x = unpack_episode(inputs)
-        support_y = class_labels(support_y)
-        support_emb, query_emb = self.embed_episode(support_x, query_x, training=training)
+        support_emb, support_y, query_emb = self.embedded_episode(inputs, training=training)
         num_classes = tf.reduce_max(support_y) + 1
         prototypes, counts = distances.class_prototypes(support_emb, support_y, num_classes)
         logits = distances.prototype_logits(query_emb, prototypes, self.distance, self.cosine_scale)
-        present = (counts > 0)[:, None, :]
-        return tf.where(present, logits, tf.constant(MASKED_LOGIT, logits.dtype))
+        return mask_absent_classes(logits, counts)
 
     def adapt(self, support_x, support_y):
         """A plain Keras classifier for one task: inputs `[batch, ...]` -> `N` logits.
@@ -97,8 +68,7 @@ class PrototypicalNetwork(MetaLearner):
         embeddings = self.backbone.predict(support_x, verbose=0)
         prototypes, _ = distances.class_prototypes(embeddings, support_y, num_classes)
         prototypes = prototypes.numpy()
-        backbone = keras.models.clone_model(self.backbone)
-        backbone.set_weights(self.backbone.get_weights())
+        backbone = copy_of(self.backbone)
         inputs = keras.Input(shape=support_x.shape[1:])
         outputs = backbone(inputs)
         if self.distance == "euclidean":
@@ -115,15 +85,5 @@ class PrototypicalNetwork(MetaLearner):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            backbone=keras.saving.serialize_keras_object(self.backbone),
-            distance=self.distance,
-            cosine_scale=self.cosine_scale,
-        )
+        config.update(distance=self.distance, cosine_scale=self.cosine_scale)
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)

@@ -1,4 +1,5 @@
-"""Few-shot math: distances, similarities, prototypes, and functional use of Keras models."""
+"""Few-shot math: distances, prototypes, matching attention, ridge regression, episode hardness,
+and functional use of Keras models."""
 
 from keras_meta.ops.distances import (
     class_prototypes,
@@ -6,6 +7,9 @@ from keras_meta.ops.distances import (
     pairwise_squared_euclidean,
     prototype_logits,
 )
+from keras_meta.ops.hardness import hardness_metric
+from keras_meta.ops.matching import matching_log_probas, matching_loss
+from keras_meta.ops.ridge import ridge_regression
 from keras_meta.ops.functional import (
     clone_model,
     clone_weights,
@@ -21,9 +25,13 @@ __all__ = [
     "clone_weights",
     "detach_weights",
     "functional_call",
+    "hardness_metric",
     "magic_box",
+    "matching_log_probas",
+    "matching_loss",
     "pairwise_cosine_similarity",
     "pairwise_squared_euclidean",
     "prototype_logits",
+    "ridge_regression",
     "update_weights",
 ]
