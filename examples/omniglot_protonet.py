@@ -21,7 +21,7 @@ from keras_meta.evaluation import evaluate_few_shot
 
 parser = argparse.ArgumentParser(description="Meta-train and evaluate a Prototypical Network on Omniglot.")
 parser.add_argument("--output-dir", default="runs/omniglot_protonet")
-parser.add_argument("--steps", type=int, default=2000, help="meta-training episodes")
+parser.add_argument("--steps", type=int, default=1200, help="meta-training episodes")
 parser.add_argument("--episodes", type=int, default=600, help="evaluation episodes per setting")
 args = parser.parse_args()
 keras.utils.set_random_seed(0)

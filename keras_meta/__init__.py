@@ -16,10 +16,11 @@ from keras_meta import data  # noqa: E402
 from keras_meta import datasets  # noqa: E402
 from keras_meta import evaluation  # noqa: E402
 from keras_meta import learners  # noqa: E402
+from keras_meta import lite  # noqa: E402
 from keras_meta import metrics  # noqa: E402
 from keras_meta import models  # noqa: E402
 from keras_meta import ops  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["data", "datasets", "evaluation", "learners", "metrics", "models", "ops", "__version__"]
+__all__ = ["data", "datasets", "evaluation", "learners", "lite", "metrics", "models", "ops", "__version__"]

@@ -1,0 +1,378 @@
+"""keras_meta.lite: every exported file runs in the LiteRT interpreter and agrees with Keras / TensorFlow."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_meta
+from keras_meta import lite
+from keras_meta.data import EpisodeSampler
+from keras_meta.datasets import omniglot
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def assert_close(outputs, reference, tolerance=1e-5):
+    """max |a - b| <= tolerance * max(1, max |b|): float logits of any scale."""
+    outputs, reference = np.asarray(outputs), np.asarray(reference)
+    assert outputs.shape == reference.shape
+    scale = max(1.0, float(np.max(np.abs(reference))))
+    assert float(np.max(np.abs(outputs - reference))) <= tolerance * scale, (
+        float(np.max(np.abs(outputs - reference))), scale)
+
+
+@pytest.fixture(scope="module")
+def characters():
+    """Held-out Omniglot characters (bundled data)."""
+    _, test = omniglot.unseen_alphabet_split(("small1",))
+    return test
+
+
+@pytest.fixture(scope="module")
+def episode(characters):
+    """One fixed 5-way 1-shot task: support (5), queries (15)."""
+    sampler = EpisodeSampler(characters.images, characters.labels, ways=5, shots=1, queries=3, seed=3)
+    inputs, labels = next(iter(sampler.dataset(batch_size=1, num_episodes=1)))
+    return {k: v.numpy() for k, v in inputs.items()}, labels.numpy()
+
+
+def protonet(distance="euclidean", filters=8):
+    keras.utils.set_random_seed(1)
+    return keras_meta.learners.PrototypicalNetwork(keras_meta.models.conv4(filters=filters), distance=distance)
+
+
+def with_random_batch_norm(model, seed=0):
+    """Non-trivial moving statistics and BN weights, as after meta-training."""
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights([1 + 0.2 * rng.standard_normal(gamma.shape), 0.1 * rng.standard_normal(beta.shape),
+                               0.1 * rng.standard_normal(mean.shape), 0.5 + rng.random(variance.shape)])
+    return model
+
+
+# -- export of adapted models ----------------------------------------------------
+
+
+def test_adapted_protonet_and_maml_models_match_keras_in_the_interpreter(episode, tmp_path):
+    inputs, _ = episode
+    support_x, support_y, query_x = inputs["support_x"][0], inputs["support_y"][0], inputs["query_x"][0]
+    classifier = protonet().adapt(support_x, support_y)
+    path = tmp_path / "protonet.tflite"
+    lite.export_model(classifier, str(path))
+    device = lite.LiteModel(str(path))
+    assert device.signatures == {"serving_default": {"inputs": ["x"], "outputs": ["output"]}}
+    assert_close(device.predict(query_x), classifier.predict(query_x, verbose=0))
+
+    keras.utils.set_random_seed(2)
+    learner = keras_meta.learners.MAML(with_random_batch_norm(keras_meta.models.conv4(filters=8, num_classes=5)),
+                                       eval_inner_steps=2)
+    learner.compile(loss=LOSS)
+    adapted = learner.adapt(support_x, support_y)  # BN moving statistics: the support set's
+    assert_close(lite.LiteModel(lite.export_model(adapted)).predict(query_x), adapted.predict(query_x, verbose=0))
+
+
+def test_quantized_variants_are_smaller_and_agree_with_keras(episode):
+    inputs, _ = episode
+    keras.utils.set_random_seed(0)
+    model = keras_meta.models.conv4(filters=32, num_classes=5)
+    x = np.concatenate([inputs["support_x"][0], inputs["query_x"][0]])
+    report = lite.quantization_report(model, x, quantizations=(None, "dynamic", "float16"))
+    float_size = report["float32"]["size_bytes"]
+    assert report["float32"]["max_abs_diff"] < 1e-4
+    assert report["float16"]["size_bytes"] < 0.6 * float_size and report["dynamic"]["size_bytes"] < 0.4 * float_size
+    for name in ("dynamic", "float16"):
+        assert report[name]["max_abs_diff"] < 0.05
+
+
+def synthetic_characters(num_classes=12, per_class=8, seed=0, flips=0.01):
+    """Well separated classes: a template of random thick strokes each, a few pixels flipped at random."""
+    rng = np.random.default_rng(seed)
+    templates = np.zeros((num_classes, 28, 28), np.float32)
+    for template in templates:
+        for _ in range(5):  # strokes
+            row, col = rng.integers(4, 22, size=2)
+            if rng.random() < 0.5:
+                template[row:row + 3, max(0, col - 7):col + 7] = 1.0
+            else:
+                template[max(0, row - 7):row + 7, col:col + 3] = 1.0
+    labels = np.repeat(np.arange(num_classes), per_class)
+    noise = rng.random((len(labels), 28, 28)) < flips
+    images = np.abs(templates[labels] - noise)[..., None].astype(np.float32)
+    return images, labels
+
+
+def test_int8_prototype_classifier_agrees_with_the_float_learner_on_fixed_episodes():
+    """int8 backbone, float distances: argmax agreement >= 99% over 30 fixed 5-way 1-shot episodes."""
+    images, labels = synthetic_characters()
+    learner = protonet(filters=16)
+    calibration = lite.representative_images(images, labels, ways=5, shots=1, queries=5, num_episodes=10, seed=1)
+    device = lite.LiteModel(lite.export_prototype_classifier(learner, max_ways=5, quantize="int8",
+                                                             representative_data=calibration))
+    float_size = len(lite.export_prototype_classifier(learner, max_ways=5))
+    assert device.size < float_size
+    sampler = EpisodeSampler(images, labels, ways=5, shots=1, queries=3, seed=2)
+    agree = []
+    for inputs, _ in sampler.dataset(batch_size=1, num_episodes=30):
+        reference = learner.predict_on_batch(inputs)[0]
+        classes = device.run("prototypes", support_x=inputs["support_x"][0], support_y=inputs["support_y"][0])
+        logits = device.run("classify", x=inputs["query_x"][0], **classes)["logits"]
+        agree.extend(logits.argmax(-1) == reference.argmax(-1))
+    assert np.mean(agree) >= 0.99
+
+
+def test_full_integer_export_of_a_plain_model(episode):
+    inputs, _ = episode
+    images, labels = synthetic_characters()
+    model = protonet(filters=16).adapt(images[::8][:5], np.arange(5))
+    calibration = lite.representative_images(images, labels, ways=5, num_episodes=5, shots=1, queries=3)
+    device = lite.LiteModel(lite.export_model(model, quantize="int8", representative_data=calibration))
+    scores = lite.agreement(model.predict(images, verbose=0), device.predict(images))
+    assert scores["argmax_agreement"] >= 0.95
+    with pytest.raises(ValueError, match="representative_data"):
+        lite.export_model(model, quantize="int8")
+
+
+# -- the prototype classifier --------------------------------------------------------
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "cosine"])
+def test_prototype_classifier_logits_match_the_learner(episode, distance, tmp_path):
+    inputs, _ = episode
+    learner = protonet(distance)
+    path = tmp_path / "classifier.tflite"
+    lite.export_prototype_classifier(learner, str(path), max_ways=7)
+    device = lite.LiteModel(str(path))
+    assert set(device.signatures) == {"embed", "prototypes", "classify"}
+    support_x, support_y, query_x = inputs["support_x"][0], inputs["support_y"][0], inputs["query_x"][0]
+
+    assert_close(device.run("embed", x=query_x)["embeddings"], learner.backbone.predict(query_x, verbose=0))
+    classes = device.run("prototypes", support_x=support_x, support_y=support_y)
+    assert classes["prototypes"].shape == (7, learner.backbone.output_shape[-1])
+    np.testing.assert_array_equal(classes["counts"], [1, 1, 1, 1, 1, 0, 0])
+    logits = device.run("classify", x=query_x, **classes)["logits"]
+    reference = learner.predict_on_batch(inputs)[0]  # [Q, 5]
+    assert_close(logits[:, :5], reference)
+    assert np.all(logits[:, 5:] <= -1e8)
+
+    # Three classes, padding (-1) ignored, a different support size: still the learner's logits.
+    keep = support_y < 3
+    padded_x = np.concatenate([support_x[keep], support_x[:2]])
+    padded_y = np.concatenate([support_y[keep], [-1, -1]]).astype(np.int32)
+    classes = device.run("prototypes", support_x=padded_x, support_y=padded_y)
+    np.testing.assert_array_equal(classes["counts"][:4], [1, 1, 1, 0])
+    logits = device.run("classify", x=query_x[:4], **classes)["logits"]
+    reference = learner.predict_on_batch({"support_x": support_x[keep][None], "support_y": support_y[keep][None],
+                                          "query_x": query_x[None, :4]})[0]
+    assert_close(logits[:, :3], reference)
+
+
+# -- on-device adaptation ------------------------------------------------------------
+
+
+def anil(steps=3, seed=4, learner=keras_meta.learners.ANIL, **kwargs):
+    keras.utils.set_random_seed(seed)
+    model = with_random_batch_norm(keras_meta.models.conv4(filters=8, num_classes=5), seed)
+    learner = learner(model, inner_learning_rate=0.5, eval_inner_steps=steps, **kwargs)
+    learner.compile(loss=LOSS)
+    return learner
+
+
+def test_on_device_adaptation_matches_tensorflow_and_saves_and_restores(episode, tmp_path):
+    inputs, _ = episode
+    support_x, support_y, query_x = inputs["support_x"][0], inputs["support_y"][0], inputs["query_x"][0]
+    learner = anil()
+    path = tmp_path / "on_device.tflite"
+    lite.export_on_device_learner(learner, str(path))
+    device = lite.LiteModel(str(path))
+    assert set(device.signatures) == {"adapt", "infer", "save", "restore", "reset"}
+
+    before = device.run("infer", x=query_x)["logits"]
+    assert_close(before, learner.model.predict(query_x, verbose=0))  # not adapted yet: the meta-learned model
+    outputs = device.run("adapt", support_x=support_x, support_y=support_y)
+    loss, adapted = outputs.pop("loss"), device.run("infer", x=query_x)["logits"]
+    saved = device.run("save")
+    assert sorted(outputs) == sorted(saved) and {"weight_0", "weight_1", "state_0"} <= set(saved)
+    for name, value in saved.items():  # adapt returns the state it leaves
+        np.testing.assert_array_equal(outputs[name], value)
+    reference = learner.adapt(support_x, support_y)  # the same adaptation in TensorFlow
+    assert_close(adapted, reference.predict(query_x, verbose=0), 1e-4)
+    support_loss = float(LOSS(support_y, reference.predict(support_x, verbose=0)))
+    assert abs(float(loss) - support_loss) < 1e-4
+
+    state_path = lite.save_state(device, str(tmp_path / "state.npz"))
+    device.run("reset")
+    assert_close(device.run("infer", x=query_x)["logits"], before)
+    restored = lite.LiteModel(str(path))  # a fresh interpreter, as after an app restart
+    lite.restore_state(restored, state_path)
+    assert_close(restored.run("infer", x=query_x)["logits"], adapted)
+
+    # Another support-set size (3 classes of a 5-way head) in the same file.
+    device.run("adapt", support_x=support_x[:3], support_y=np.arange(3))
+    assert_close(device.run("infer", x=query_x)["logits"],
+                 learner.adapt(support_x[:3], np.arange(3)).predict(query_x, verbose=0), 1e-4)
+
+
+def test_on_device_meta_sgd_rates_and_moving_batch_norm(episode):
+    """Per-parameter learned rates; batch_norm='moving': checked against a NumPy reference."""
+    inputs, _ = episode
+    support_x, support_y, query_x = inputs["support_x"][0], inputs["support_y"][0], inputs["query_x"][0]
+    learner = anil(steps=2, learner=keras_meta.learners.MetaSGD, adapt_layers=["logits"], inner_clipnorm=0.5)
+    rng = np.random.default_rng(0)
+    for rate in learner.inner_optimizer.learning_rates:
+        rate.assign(rng.uniform(0.1, 1.0, rate.shape).astype("float32"))
+    device = lite.LiteModel(lite.export_on_device_learner(learner, batch_norm="moving", support_size=5))
+    device.run("adapt", support_x=support_x, support_y=support_y)
+
+    body = keras.Model(learner.model.inputs, learner.model.get_layer("logits").input)
+    h_support, h_query = body.predict(support_x, verbose=0), body.predict(query_x, verbose=0)
+    kernel, bias = learner.model.get_layer("logits").get_weights()
+    rate_kernel, rate_bias = (r.numpy() for r in learner.inner_optimizer.learning_rates)
+    onehot = np.eye(5)[support_y]
+    for _ in range(2):
+        logits = h_support @ kernel + bias
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        dlogits = (p / p.sum(1, keepdims=True) - onehot) / len(support_y)
+        grads = [h_support.T @ dlogits, dlogits.sum(0)]
+        norm = np.sqrt(sum(np.sum(g ** 2) for g in grads))
+        grads = [g * 0.5 / max(norm, 0.5) for g in grads]
+        kernel, bias = kernel - rate_kernel * grads[0], bias - rate_bias * grads[1]
+    assert_close(device.run("infer", x=query_x)["logits"], h_query @ kernel + bias, 1e-4)
+
+
+def test_int8_on_device_file_adapts_and_keeps_its_state(episode, characters, tmp_path):
+    inputs, _ = episode
+    support_x, support_y, query_x = inputs["support_x"][0], inputs["support_y"][0], inputs["query_x"][0]
+    learner = anil(steps=2)
+    calibration = lite.representative_images(characters.images, characters.labels, ways=5, shots=1, queries=1,
+                                             num_episodes=4)
+    content = lite.export_on_device_learner(learner, quantize="int8", representative_data=calibration)
+    device = lite.LiteModel(content)
+    assert set(device.signatures) == {"adapt", "infer", "restore"}  # the calibrator cannot load input-less ones
+    outputs = device.run("adapt", support_x=support_x, support_y=support_y)
+    adapted = device.run("infer", x=query_x)["logits"]
+    reference = learner.adapt(support_x, support_y).predict(query_x, verbose=0)
+    assert np.mean(adapted.argmax(-1) == reference.argmax(-1)) >= 0.8
+    with pytest.raises(ValueError, match="state="):
+        lite.save_state(device, str(tmp_path / "state.npz"))
+    lite.save_state(device, str(tmp_path / "state.npz"), state=outputs)
+    restarted = lite.restore_state(lite.LiteModel(content), str(tmp_path / "state.npz"))
+    assert_close(restarted.run("infer", x=query_x)["logits"], adapted)
+
+
+def test_adapting_all_layers_needs_flex_ops_and_is_exact_in_tensorflow(episode, tmp_path):
+    import tensorflow as tf
+
+    from keras_meta.lite import on_device
+
+    inputs, _ = episode
+    support_x, support_y, query_x = inputs["support_x"][0], inputs["support_y"][0], inputs["query_x"][0]
+    learner = anil(steps=2, learner=keras_meta.learners.MAML)
+    with pytest.raises(lite.LiteConversionError, match=r"Conv2DBackpropFilter \(used by layers 'block4_conv'"):
+        lite.export_on_device_learner(learner, adapt_layers="all")
+    # The SavedModel behind the file, run by TensorFlow: the same adaptation as learner.adapt on every layer.
+    on_device.on_device_archive(learner, adapt_layers="all").write_out(str(tmp_path / "saved"), verbose=False)
+    saved = tf.saved_model.load(str(tmp_path / "saved"))
+    saved.adapt(tf.constant(support_x), tf.constant(support_y))
+    logits = saved.infer(tf.constant(query_x))["logits"].numpy()
+    assert_close(logits, learner.adapt(support_x, support_y).predict(query_x, verbose=0), 1e-4)
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="test_lite")
+class CumulativeProduct(keras.layers.Layer):
+    def call(self, x):
+        import tensorflow as tf
+
+        return tf.math.cumprod(x, axis=-1)
+
+
+def test_clear_errors_name_the_layer_or_the_remedy():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4), CumulativeProduct(name="running_product")])
+    with pytest.raises(lite.LiteConversionError, match=r"Cumprod \(used by layer 'running_product'\)"):
+        lite.export_model(model)
+    with pytest.raises(lite.LiteConversionError, match="export_prototype_classifier"):
+        lite.export_model(protonet())
+    with pytest.raises(lite.LiteConversionError, match="MAML, MetaSGD or ANIL"):
+        lite.export_on_device_learner(protonet())
+    keras.utils.set_random_seed(0)
+    softmax_head = keras_meta.models.mlp((4,), num_outputs=None)
+    softmax_head = keras.Sequential([softmax_head, keras.layers.Dense(3, activation="softmax", name="probs")])
+    learner = keras_meta.learners.MAML(softmax_head)
+    with pytest.raises(lite.LiteConversionError, match="layer 'probs'"):
+        lite.export_on_device_learner(learner)
+
+
+def test_deploying_page_code_blocks_run(tmp_path, monkeypatch):
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    with open(os.path.join(ROOT, "docs", "deploying.md")) as f:
+        blocks = re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
+    namespace = {}
+    for block in blocks:
+        exec(compile(block, "deploying.md", "exec"), namespace)
+    assert_close(namespace["logits"], namespace["restarted"].run("infer", x=namespace["query_x"])["logits"])
+    assert namespace["report"]["int8"]["argmax_agreement"] >= 0.9
+    assert namespace["predicted"].max() < 5
+
+
+# -- command line and example -----------------------------------------------------------
+
+
+def test_command_line_exports_models_and_learners(tmp_path, capsys):
+    from keras_meta.lite import cli
+
+    keras.utils.set_random_seed(0)
+    model = keras_meta.models.mlp((28, 28, 1), hidden_units=(16,), num_outputs=5)
+    model.save(tmp_path / "model.keras")
+    assert cli.main(["export", str(tmp_path / "model.keras"), str(tmp_path / "model.tflite"), "--quantize",
+                     "float16"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["kind"] == "model" and line["signatures"] == {"serving_default": ["x"]}
+    x = np.random.default_rng(0).random((3, 28, 28, 1), np.float32)
+    assert_close(lite.LiteModel(str(tmp_path / "model.tflite")).predict(x), model.predict(x, verbose=0), 1e-2)
+
+    protonet().save(tmp_path / "protonet.keras")
+    assert cli.main(["export", str(tmp_path / "protonet.keras"), str(tmp_path / "protonet.tflite"),
+                     "--max-ways", "5"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["kind"] == "prototype_classifier"
+
+    anil().save(tmp_path / "anil.keras")
+    assert cli.main(["export", str(tmp_path / "anil.keras"), str(tmp_path / "anil.tflite"), "--steps", "1"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["kind"] == "on_device_learner" and set(line["signatures"]) >= {"adapt", "infer"}
+    assert cli.main(["export", str(tmp_path / "anil.keras"), str(tmp_path / "all.tflite"), "--adapt-layers",
+                     "all"]) == 1
+    assert "Flex" in capsys.readouterr().err
+
+    support_x = np.random.default_rng(1).random((5, 28, 28, 1), np.float32)
+    np.savez(tmp_path / "support.npz", support_x=support_x, support_y=np.arange(5))
+    assert cli.main(["export", str(tmp_path / "anil.keras"), str(tmp_path / "task.tflite"), "--adapt",
+                     str(tmp_path / "support.npz")]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["kind"] == "model"
+    adapted = keras.saving.load_model(tmp_path / "anil.keras").adapt(support_x, np.arange(5))
+    assert_close(lite.LiteModel(str(tmp_path / "task.tflite")).predict(x), adapted.predict(x, verbose=0))
+
+
+def test_example_classifies_new_characters_in_the_interpreter(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "tflite_few_shot.py"), "--output-dir", str(tmp_path),
+         "--steps", "5", "--filters", "8", "--episodes", "5"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["max_logit_diff_vs_keras"] <= 1e-5 * max(1.0, results["max_abs_logit"])
+    assert 0.0 <= results["device_accuracy_5w1s"] <= 1.0
+    for name in ("prototype_classifier.tflite", "prototype_classifier_int8.tflite"):
+        assert (tmp_path / name).stat().st_size > 1000
