@@ -8,6 +8,9 @@ algorithm that has no result yet, appends each run's JSON line to
     python benchmarks/compare.py                          # run what is missing, write docs/comparison.md
     python benchmarks/compare.py --algos r2d2,matching --rerun
     python benchmarks/compare.py --table-only             # re-render from the stored results
+
+Runs with settings other than the defaults (e.g. `--algos matching --fce`)
+are rows of their own, named with those settings.
 """
 
 import argparse
@@ -49,7 +52,12 @@ def run(algo, extra):
     output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     result = json.loads(output.strip().splitlines()[-1])
     result["cpu"] = f"{os.cpu_count()} cores"
+    result["options"] = " ".join(extra)  # settings other than the defaults: part of the row's name
     return result
+
+
+def row_name(result):
+    return " ".join(part for part in (result["algo"], result.get("options", "")) if part)
 
 
 def accuracy(result, ways):
@@ -61,13 +69,13 @@ def accuracy(result, ways):
 def table(results):
     latest = {}
     for result in results:
-        latest[result["algo"]] = result
-    order = [a for a in list(METRIC_BASED) + sorted(ALGOS) if a in latest]
+        latest[row_name(result)] = result
+    rank = {algo: i for i, algo in enumerate(dict.fromkeys(list(METRIC_BASED) + sorted(ALGOS)))}
     rows = []
-    for algo in dict.fromkeys(order):
-        r = latest[algo]
-        ways = 5 if algo in METRIC_BASED else r.get("train_ways", 5)
-        rows.append({"learner": algo, "acc_5w1s": accuracy(r, 5), "acc_20w1s": accuracy(r, 20),
+    for name in sorted(latest, key=lambda n: (rank[latest[n]["algo"]], n)):
+        r = latest[name]
+        ways = 5 if r["algo"] in METRIC_BASED else r.get("train_ways", 5)
+        rows.append({"learner": name, "acc_5w1s": accuracy(r, 5), "acc_20w1s": accuracy(r, 20),
                      "train_steps": r.get("train_steps", "-"), "train_seconds": r.get("train_seconds", "-"),
                      "infer_ms": r.get(f"infer_ms_per_episode_{ways}w1s", "-"), "cpu": r.get("cpu", "-")})
     lines = [f"| {row['learner']} | {row['acc_5w1s']} | {row['acc_20w1s']} | {row['train_steps']} | "
@@ -88,10 +96,10 @@ def main():
     if unknown:
         parser.error(f"unknown algorithms {unknown}; choose from {sorted(ALGOS)}")
     results = read_results(args.results)
-    done = {r["algo"] for r in results}
+    done = {row_name(r) for r in results}
     if not args.table_only:
         for algo in algos:
-            if algo in done and not args.rerun:
+            if row_name({"algo": algo, "options": " ".join(extra)}) in done and not args.rerun:
                 continue
             result = run(algo, extra)
             results.append(result)

@@ -357,6 +357,10 @@ def test_command_line_exports_models_and_learners(tmp_path, capsys):
 
     support_x = np.random.default_rng(1).random((5, 28, 28, 1), np.float32)
     np.savez(tmp_path / "support.npz", support_x=support_x, support_y=np.arange(5))
+    r2d2 = keras_meta.learners.R2D2(keras_meta.models.conv4(input_shape=(28, 28, 1), filters=4))
+    r2d2.save(tmp_path / "r2d2.keras")
+    assert cli.main(["export", str(tmp_path / "r2d2.keras"), str(tmp_path / "r2d2.tflite")]) == 1
+    assert "--adapt support.npz" in capsys.readouterr().err
     assert cli.main(["export", str(tmp_path / "anil.keras"), str(tmp_path / "task.tflite"), "--adapt",
                      str(tmp_path / "support.npz")]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["kind"] == "model"

@@ -87,7 +87,8 @@ def numpy_meta_network(learner, support_emb, support_y, query_emb):
     for h, label in zip(support_emb, support_y):  # per-example gradients of the softmax loss, by hand
         pre = h @ w1 + b1
         z = np.maximum(pre, 0)
-        d_logits = softmax(z @ w2 + b2) - np.eye(learner.ways)[label]
+        logits = np.where(np.isin(np.arange(learner.ways), support_y), z @ w2 + b2, -np.inf)  # the task's classes
+        d_logits = softmax(logits) - np.eye(learner.ways)[label]
         d_pre = (d_logits @ w2.T) * (pre > 0)
         fast1.append(generator(learner.hidden_generator, np.outer(h, d_pre)))
         fast2.append(generator(learner.output_generator, np.outer(z, d_logits)))
@@ -162,13 +163,45 @@ def test_adapted_classifier_and_reloaded_learner_give_the_learners_outputs(name,
 
 
 @pytest.mark.parametrize("name", sorted(LEARNERS))
-def test_padded_variable_way_episodes_mask_absent_classes(name):
+def test_padding_changes_nothing_but_masks_absent_classes(name):
+    """A task padded with label -1 (variable-way episodes) gives the logits of the same task without the padding."""
     learner = LEARNERS[name](linear_backbone()[0])
     inputs = fixed_episode()
-    inputs["support_y"][1] = [0, 1, 0, 1, -1, -1]  # task 2: two classes + padding
+    inputs["support_y"][1] = [0, 1, 0, 1, -1, -1]  # task 2: two classes, then two padding slots
     logits = learner(inputs).numpy()
-    assert np.all(logits[1, :, 2] <= -1e8) and np.all(np.isfinite(logits[1, :, :2]))
-    assert np.all(logits[1, :, :2] > -1e8)
+    alone = learner({"support_x": inputs["support_x"][1:, :4], "support_y": inputs["support_y"][1:, :4],
+                     "query_x": inputs["query_x"][1:]}).numpy()
+    np.testing.assert_allclose(logits[1, :, :2], alone[0], rtol=1e-4, atol=1e-4)
+    assert np.all(logits[1, :, 2] <= -1e8)
+
+
+def test_r2d2_uses_the_woodbury_form_with_fewer_examples_than_features():
+    backbone, weights = linear_backbone(dims=(6, 9))  # 6 support examples < 9 features
+    learner = R2D2(backbone, initial_lambda=0.5, initial_scale=2.0, initial_bias=0.25)
+    inputs = fixed_episode()
+    logits = learner(inputs).numpy()
+    x, q = inputs["support_x"][0] @ weights, inputs["query_x"][0] @ weights
+    w = np.linalg.solve(x.T @ x + 0.5 * np.eye(9), x.T @ np.eye(3)[inputs["support_y"][0]])
+    np.testing.assert_allclose(logits[0], 2.0 * q @ w + 0.25, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("examples", [3, 8])
+def test_ridge_regression_with_unknown_shapes_picks_the_branch_at_run_time(examples):
+    solve = tf.function(lambda x, y: keras_meta.ops.ridge_regression(x, y, 0.5),
+                        input_signature=[tf.TensorSpec([None, None], tf.float64)] * 2)
+    rng = np.random.default_rng(examples)
+    x, y = rng.normal(size=(examples, 5)), rng.normal(size=(examples, 2))
+    expected = np.linalg.solve(x.T @ x + 0.5 * np.eye(5), x.T @ y)
+    np.testing.assert_allclose(solve(x, y).numpy(), expected, rtol=1e-8, atol=1e-10)
+
+
+def test_hardness_of_a_learner_without_backbone_asks_for_an_embedding_function():
+    maml = keras_meta.learners.MAML(keras_meta.models.mlp((6,), num_outputs=3))
+    episode = (fixed_episode(), np.zeros((2, 5), "int32"))
+    with pytest.raises(ValueError, match="no embedding backbone"):
+        keras_meta.ops.hardness_metric(episode, maml)
+    with pytest.raises(ValueError, match="must be positive"):
+        keras_meta.ops.ridge_regression(np.ones((3, 2)), np.ones((3, 1)), reg=0.0)
 
 
 def gaussian_tasks(seed=0):

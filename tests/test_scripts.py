@@ -114,6 +114,6 @@ def test_comparison_script_runs_missing_learners_and_writes_the_table(tmp_path):
                                     "--table", str(table), "--steps", "2", "--eval-episodes", "4"))
     lines = results.read_text().splitlines()
     assert [json.loads(line)["algo"] for line in lines] == ["maml", "r2d2"]  # maml had a result: not rerun
-    assert [row["learner"] for row in out["rows"]] == ["r2d2", "maml"]
+    assert [row["learner"] for row in out["rows"]] == ["r2d2 --steps 2 --eval-episodes 4", "maml"]
     text = table.read_text()
-    assert "| r2d2 |" in text and "| maml | 50.00% ± 1.00 |" in text
+    assert "| r2d2 --steps 2 --eval-episodes 4 |" in text and "| maml | 50.00% ± 1.00 |" in text

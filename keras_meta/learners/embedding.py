@@ -89,10 +89,12 @@ class EmbeddingMetaLearner(MetaLearner):
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+            scaled_loss = self.optimizer.scale_loss(loss)  # mixed precision: a LossScaleOptimizer's scale
         self._loss_tracker.update_state(loss * replicas(), sample_weight=tf.shape(y_pred)[0])
         variables = self.trainable_variables
-        gradients = tape.gradient(loss, variables)
-        gradients, _ = tf.clip_by_global_norm(gradients, self.gradient_clipnorm)
+        gradients = tape.gradient(scaled_loss, variables)
+        scale = tf.cast(self.optimizer.scale_loss(tf.ones([], loss.dtype)), tf.float32)
+        gradients, _ = tf.clip_by_global_norm(gradients, self.gradient_clipnorm * scale)  # the unscaled norm
         self.optimizer.apply_gradients(zip(gradients, variables))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 

@@ -90,15 +90,21 @@ class MetaNetwork(EmbeddingMetaLearner):
         self.built = True
 
     def meta_information(self, support_emb, support_y):
-        """Per-example loss gradients of the slow weights: `([B, S, D, H], [B, S, H, ways])`."""
+        """Per-example loss gradients of the slow weights: `([B, S, D, H], [B, S, H, ways])`.
+
+        The support loss is the softmax cross-entropy over the logits of the
+        classes present in the task's support set (the other outputs are
+        masked out).
+        """
         with tf.GradientTape() as tape:
-            tape.watch(support_emb)
             hidden_pre = self.slow_hidden(support_emb)
             tape.watch(hidden_pre)
             hidden = tf.nn.relu(hidden_pre)
             logits = self.slow_output(hidden)
             tape.watch(logits)
-            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(support_y, 0), logits)
+            present = tf.reduce_sum(tf.one_hot(support_y, self.ways), axis=1) > 0  # the task's classes [B, ways]
+            masked = tf.where(present[:, None, :], logits, tf.constant(-1e9, logits.dtype))
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(support_y, 0), masked)
             losses = losses * tf.cast(support_y >= 0, losses.dtype)
         # Each example's loss depends on its own pre-activations only, so these are per-example gradients.
         d_hidden, d_logits = tape.gradient(losses, [hidden_pre, logits])

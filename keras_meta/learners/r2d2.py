@@ -1,8 +1,9 @@
 """R2D2: meta-learning with a differentiable closed-form ridge-regression head (Bertinetto et al. 2019).
 
 Per task, the one-hot support labels are regressed on the support embeddings
-in closed form, `W = X^T (X X^T + lambda I)^-1 Y` (Woodbury form: a solve of
-the size of the support set), and a query's logits are
+in closed form, `W = X^T (X X^T + lambda I)^-1 Y` (the Woodbury form, a solve
+of the size of the support set, when there are fewer support examples than
+features; the normal equations otherwise), and a query's logits are
 `scale * (x W) + bias`. The backbone, `lambda`, `scale` and `bias` are
 meta-learned through the solve.
 

@@ -6,7 +6,7 @@
   `prototypes` and `classify` signatures: a device learns new classes from
   a support set at run time;
 * `export_on_device_learner(maml, path)`: one file with `adapt`, `infer`,
-  `save` and `restore` signatures: K steps of SGD on the device with the
+  `save`, `restore` and `reset` signatures: K steps of SGD on the device with the
   meta-learned inner learning rates;
 * quantization (`"dynamic"`, `"float16"`, `"int8"`) with calibration images
   drawn from episodes (`representative_images`), and `LiteModel`, the LiteRT

@@ -93,18 +93,24 @@ def export_command(args):
     quantize = None if args.quantize == "none" else args.quantize
     if args.adapt:
         if not isinstance(model, MetaLearner):
-            raise SystemExit(f"--adapt needs a learner; {args.model} holds a {type(model).__name__}.")
+            print(f"keras-meta export: --adapt needs a learner; {args.model} holds a {type(model).__name__}.",
+                  file=sys.stderr)
+            return 1
         with np.load(args.adapt) as support:
             model = model.adapt(support["support_x"], support["support_y"])
     kind = "model"
     if isinstance(model, PrototypicalNetwork) or args.prototype_classifier:
         kind = "prototype_classifier"
-        shape = (model.backbone if isinstance(model, PrototypicalNetwork) else model).input_shape[1:]
     elif isinstance(model, MAML):
         kind = "on_device_learner"
-        shape = model.model.input_shape[1:]
-    else:
-        shape = model.input_shape[1:]
+    learner_inputs = {PrototypicalNetwork: lambda m: m.backbone, MAML: lambda m: m.model}
+    inner = next((get(model) for cls, get in learner_inputs.items() if isinstance(model, cls)), model)
+    if isinstance(inner, MetaLearner):
+        print(f"keras-meta export: {args.model} holds a {type(model).__name__}, which takes episodes; pass "
+              "`--adapt support.npz` (arrays support_x, support_y) to export the classifier it adapts to that "
+              "support set.", file=sys.stderr)
+        return 1
+    shape = inner.input_shape[1:]
     data = calibration_data(args, shape) if quantize == "int8" else None
     try:
         if kind == "prototype_classifier":

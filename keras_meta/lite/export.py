@@ -240,11 +240,15 @@ def check_exportable(model):
 
     if isinstance(model, MetaLearner):
         kind = type(model).__name__
-        hint = ("`lite.export_prototype_classifier(learner, ...)` exports it with prototypes built on the device"
-                if kind == "PrototypicalNetwork" else
-                "`lite.export_on_device_learner(learner, ...)` exports it with adaptation on the device")
+        from keras_meta.learners import MAML, PrototypicalNetwork
+
+        hint = ""
+        if isinstance(model, PrototypicalNetwork):
+            hint = ", or `lite.export_prototype_classifier(learner, ...)` to build prototypes on the device"
+        elif isinstance(model, MAML):
+            hint = ", or `lite.export_on_device_learner(learner, ...)` to adapt on the device"
         raise LiteConversionError(
-            f"A {kind} takes episodes; export `learner.adapt(support_x, support_y)` (a plain Keras model), or: {hint}."
+            f"A {kind} takes episodes; export `learner.adapt(support_x, support_y)` (a plain Keras model){hint}."
         )
     if not isinstance(model, keras.Model) or not model.built:
         raise LiteConversionError(f"Expected a built keras.Model, got {type(model).__name__}.")

@@ -153,6 +153,7 @@ class _Moments:
 
 
 def clip(grads, clipnorm):
+    """`inner_loop.clip_by_global_norm` written with builtin TFLite ops only (no finiteness checks)."""
     if clipnorm is None:
         return grads
     norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads]))

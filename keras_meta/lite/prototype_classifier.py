@@ -35,10 +35,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_meta.learners.embedding import MASKED_LOGIT
 from keras_meta.lite import export
 from keras_meta.ops import distances
 
-MASKED_LOGIT = -1e9
 # With int8, these ops (the backbone's) are quantized; the prototype and distance arithmetic stays float32:
 # int8 sums of squares lose the small differences between classes that decide the prediction.
 BACKBONE_INT8_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D", "FULLY_CONNECTED", "MEAN")

@@ -25,9 +25,16 @@ from keras_meta.ops.distances import class_prototypes, pairwise_cosine_similarit
 
 def _embedding_function(embedding_fn):
     """A callable images -> embeddings: the function itself, or a learner's backbone."""
+    from keras_meta.learners.base import MetaLearner
+
     backbone = getattr(embedding_fn, "backbone", None)
     if backbone is not None:
         return backbone
+    if isinstance(embedding_fn, MetaLearner):
+        raise ValueError(
+            f"A {type(embedding_fn).__name__} has no embedding backbone; pass `embedding_fn`, a model that maps "
+            "examples to embeddings (e.g. the wrapped model without its head)."
+        )
     if not callable(embedding_fn):
         raise ValueError(
             "`embedding_fn` must map a batch of examples to embeddings [n, D] (a Keras model, a function, "

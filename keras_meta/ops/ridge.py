@@ -10,7 +10,7 @@ Example:
 >>> import numpy as np
 >>> from keras_meta import ops
 >>> x = np.array([[1.0, 0.0], [0.0, 2.0]], "float32")
->>> ops.ridge_regression(x, np.array([0, 1]), reg=0.0, num_classes=2).numpy()
+>>> ops.ridge_regression(x, np.array([0, 1]), reg=1e-6, num_classes=2).numpy().round(3)
 array([[1. , 0. ],
        [0. , 0.5]], dtype=float32)
 """
@@ -60,6 +60,8 @@ def ridge_regression(x, y, reg, num_classes=None):
     targets, mask = _targets(y, num_classes, x.dtype)
     if mask is not None:
         x = x * mask
+    if isinstance(reg, (int, float)) and not reg > 0:
+        raise ValueError(f"`reg` (the ridge penalty lambda) must be positive, got {reg}.")
     reg = tf.cast(tf.convert_to_tensor(reg, dtype_hint=x.dtype), x.dtype)
 
     def woodbury():
