@@ -32,7 +32,9 @@ per-algorithm defaults of `benchmarks/omniglot.py`, and is evaluated on the same
 `small2` alphabets that `small1` lacks (accuracy and 95% confidence interval, 15 queries per class).
 Metric-based learners train 20-way and are also evaluated 20-way; gradient-based learners train and
 evaluate 5-way. Inference is the wall time of `evaluate` per 5-way 1-shot episode (adaptation included),
-on the CPU that ran the benchmark (`cpu` column).
+on the CPU that ran the benchmark (`cpu` column); a `-` for inference means the run predates the
+script's timing of inference. Training times are wall times on a machine that sometimes ran
+other jobs at the same time: compare them loosely.
 
 | learner | 5-way 1-shot | 20-way 1-shot | training steps | training time (s) | inference (ms / episode) | cpu |
 |---|---|---|---|---|---|---|
