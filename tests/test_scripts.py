@@ -108,12 +108,13 @@ def test_metric_learners_example_trains_adapts_and_saves(tmp_path):
 
 def test_comparison_script_runs_missing_learners_and_writes_the_table(tmp_path):
     results, table = tmp_path / "results.jsonl", tmp_path / "comparison.md"
-    results.write_text(json.dumps({"algo": "maml", "train_ways": 5, "train_steps": 1, "train_seconds": 1.0,
-                                   "acc_5w1s": 0.5, "ci95_5w1s": 0.01}) + "\n")
+    options = "--steps 2 --eval-episodes 4"  # a row is named by its algorithm and its settings
+    results.write_text(json.dumps({"algo": "maml", "options": options, "train_ways": 5, "train_steps": 2,
+                                   "train_seconds": 1.0, "acc_5w1s": 0.5, "ci95_5w1s": 0.01}) + "\n")
     out = last_json_line(run_script("benchmarks/compare.py", "--algos", "maml,r2d2", "--results", str(results),
                                     "--table", str(table), "--steps", "2", "--eval-episodes", "4"))
     lines = results.read_text().splitlines()
     assert [json.loads(line)["algo"] for line in lines] == ["maml", "r2d2"]  # maml had a result: not rerun
-    assert [row["learner"] for row in out["rows"]] == ["r2d2 --steps 2 --eval-episodes 4", "maml"]
+    assert [row["learner"] for row in out["rows"]] == [f"r2d2 {options}", f"maml {options}"]
     text = table.read_text()
-    assert "| r2d2 --steps 2 --eval-episodes 4 |" in text and "| maml | 50.00% ± 1.00 |" in text
+    assert f"| r2d2 {options} |" in text and f"| maml {options} | 50.00% ± 1.00 |" in text
