@@ -8,6 +8,7 @@ the global gradient norm in `fit`, and saves the backbone with the learner.
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_meta.learners.base import MetaLearner, class_labels, replicas, unpack_episode
@@ -33,6 +34,21 @@ def copy_of(model):
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def cosine_attention(inputs, keys, scale, names=("unit_embedding", "support_similarity", "attention")):
+    """`softmax(scale * cos(inputs, keys_i))` from standard Keras layers, with `keys [K, D]` baked in.
+
+    `UnitNormalization` -> `Dense` (kernel: the scaled unit keys) -> `Softmax`;
+    used by the `adapt()` classifiers of attention-based learners.
+    """
+    unit_name, dense_name, softmax_name = names
+    similarity = keras.layers.Dense(len(keys), use_bias=False, name=dense_name)
+    unit_inputs = keras.layers.UnitNormalization(name=unit_name)(inputs)
+    attention = keras.layers.Softmax(name=softmax_name)(similarity(unit_inputs))
+    unit_keys = keys / np.maximum(np.linalg.norm(keys, axis=1, keepdims=True), 1e-4)
+    similarity.set_weights([scale * unit_keys.T])
+    return attention
 
 
 def mask_absent_classes(logits, counts):

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_meta.learners.base import check_support_set
-from keras_meta.learners.embedding import EmbeddingMetaLearner, copy_of
+from keras_meta.learners.embedding import EmbeddingMetaLearner, copy_of, cosine_attention
 from keras_meta.ops.matching import matching_log_probas
 
 
@@ -155,11 +155,7 @@ class MatchingNetwork(EmbeddingMetaLearner):
                                                    name="query_attention_lstm")
             outputs = query_encoder(outputs)
             query_encoder.cell.set_weights(self.query_encoder.cell.get_weights())
-        outputs = keras.layers.UnitNormalization(name="unit_embedding")(outputs)
-        attention = keras.layers.Dense(len(support_y), use_bias=False, name="support_similarity")
-        outputs = keras.layers.Softmax(name="attention")(attention(outputs))
-        unit_context = context / np.maximum(np.linalg.norm(context, axis=1, keepdims=True), 1e-4)
-        attention.set_weights([self.cosine_scale * unit_context.T])
+        outputs = cosine_attention(outputs, context, self.cosine_scale)
         class_sums = keras.layers.Dense(num_classes, use_bias=False, name="class_probabilities")
         outputs = class_sums(outputs)
         class_sums.set_weights([np.eye(num_classes, dtype="float32")[support_y]])

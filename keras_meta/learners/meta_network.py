@@ -33,11 +33,10 @@ Example:
 """
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_meta.learners.base import check_support_set
-from keras_meta.learners.embedding import EmbeddingMetaLearner, copy_of, mask_absent_classes
+from keras_meta.learners.embedding import EmbeddingMetaLearner, copy_of, cosine_attention, mask_absent_classes
 
 
 def weight_generator(hidden_units, name):
@@ -161,11 +160,8 @@ class MetaNetwork(EmbeddingMetaLearner):
 
         inputs = keras.Input(shape=support_x.shape[1:])
         embedding = copy_of(self.backbone)(inputs)
-        key = layers.UnitNormalization(name="unit_key")(copy_layer(self.key_layer, size)(embedding))
-        memory = layers.Dense(count, use_bias=False, name="memory_keys")
-        attention = layers.Softmax(name="memory_attention")(memory(key))
-        memory.set_weights([self.attention_scale * (keys / np.maximum(np.linalg.norm(keys, axis=1, keepdims=True),
-                                                                      1e-4)).T])
+        attention = cosine_attention(copy_layer(self.key_layer, size)(embedding), keys, self.attention_scale,
+                                     names=("unit_key", "memory_keys", "memory_attention"))
 
         fast_hidden_layer = layers.Dense(count * self.hidden_units, use_bias=False, name="fast_hidden")
         per_example = layers.Reshape((count, self.hidden_units))(fast_hidden_layer(embedding))
