@@ -16,6 +16,7 @@ import sys
 import time
 
 import keras
+import numpy as np
 
 import keras_meta
 from keras_meta.data import EpisodeSampler
@@ -27,7 +28,8 @@ ROTATIONS = (0, 90, 180, 270)
 
 def backbone(args):
     """conv4, after random shifts, rotations and zooms of each image (training only) with --augment."""
-    encoder = keras_meta.models.conv4(input_shape=(28, 28, 1))
+    encoder = keras_meta.models.conv4(input_shape=(28, 28, 1), filters=args.filters,
+                                      pool_last_block=not args.spatial_embedding)
     if not args.augment:
         return encoder
     return keras.Sequential([
@@ -37,6 +39,21 @@ def backbone(args):
         keras.layers.RandomZoom(0.1, fill_mode="constant"),
         encoder,
     ], name="augmented_conv4")
+
+
+def pretrain(encoder, train, args):
+    """Whole-class pre-training of a metric learner's backbone: a softmax classifier over every training class.
+
+    The rotations are new classes here too; the dense head is dropped afterwards.
+    """
+    classes = int(train.labels.max()) + 1
+    images = np.concatenate([np.rot90(train.images, r // 90, axes=(1, 2)) for r in ROTATIONS])
+    labels = np.concatenate([train.labels + i * classes for i in range(len(ROTATIONS))])
+    classifier = keras.Sequential([encoder, keras.layers.Dense(classes * len(ROTATIONS))])
+    steps = args.pretrain_epochs * int(np.ceil(len(images) / 64))
+    classifier.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-3, steps, alpha=0.05)),
+                       keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    classifier.fit(images, labels, batch_size=64, epochs=args.pretrain_epochs, shuffle=True, verbose=args.verbose)
 
 
 def build_protonet(args):
@@ -111,6 +128,11 @@ def parse_args():
     parser.add_argument("--eval-queries", type=int, default=15)
     parser.add_argument("--fce", action="store_true", help="Matching Networks: full context embeddings")
     parser.add_argument("--augment", action="store_true", help="random shift/rotation/zoom of training images")
+    parser.add_argument("--filters", type=int, default=64, help="conv4 filters per block")
+    parser.add_argument("--spatial-embedding", action="store_true",
+                        help="metric learners: no max-pool after conv4's last block (3x3x64 embedding)")
+    parser.add_argument("--pretrain-epochs", type=int, default=0,
+                        help="metric learners: epochs of whole-class pre-training of the backbone first")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", help="write the meta-trained learner to this .keras file")
     parser.add_argument("--verbose", type=int, default=2, help="Keras verbosity of training")
@@ -143,6 +165,8 @@ def main():
     )
     epochs = max(1, args.steps // 100)
     start = time.perf_counter()
+    if args.pretrain_epochs:
+        pretrain(learner.backbone, train, args)
     learner.fit(sampler.dataset(batch_size=args.meta_batch), epochs=epochs,
                 steps_per_epoch=args.steps // epochs, verbose=args.verbose)
     results = {"algo": args.algo, "train_splits": args.train_splits, "train_ways": args.train_ways,

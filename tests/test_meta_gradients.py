@@ -98,6 +98,31 @@ def test_second_order_maml_matches_finite_differences(float64, kind):
             assert relative_error(old - variable.numpy(), expected) < 1e-3, variable.path
 
 
+def test_multi_step_loss_matches_finite_differences_of_the_mean_step_loss(float64):
+    """The meta-gradient of `multi_step_loss=True` is that of the mean of the query losses after 1..K steps."""
+    learner = MAML(tiny_classifier(batch_norm=True), inner_learning_rate=0.5, inner_steps=3, multi_step_loss=True)
+    learner.compile(optimizer=keras.optimizers.SGD(1.0),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    inputs, labels = episode()
+    expected_grads = []
+    for variable in learner.trainable_variables:
+        per_step = []
+        for steps in (1, 2, 3):
+            learner.eval_inner_steps = steps
+            per_step.append(finite_difference(learner, inputs, labels, variable))
+        expected_grads.append(np.mean(per_step, axis=0))
+    last_step_only = per_step
+    before = [v.numpy() for v in learner.trainable_variables]
+    learner.train_on_batch(inputs, labels)
+    checked = 0
+    for old, variable, expected in zip(before, learner.trainable_variables, expected_grads):
+        if np.abs(expected).max() > 1e-6:
+            assert relative_error(old - variable.numpy(), expected) < 1e-3, variable.path
+            checked += 1
+    assert checked >= len(before) - 1
+    assert relative_error(expected_grads[-1], last_step_only[-1]) > 1e-3  # the steps' losses do differ
+
+
 def test_keras_batch_norm_alone_would_get_the_second_order_terms_wrong(float64):
     """Why exact_batch_norm_moments exists: without it the meta-gradient is off."""
     learner = MAML(tiny_classifier(batch_norm=True), inner_learning_rate=0.5, inner_steps=2)

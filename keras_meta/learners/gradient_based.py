@@ -219,15 +219,23 @@ class GradientMetaLearner(MetaLearner):
         override this.
         """
         with tf.GradientTape() as tape:
-            state = self.model_state()
-            with inner_loop.exact_batch_norm_moments():
-                adapted = self.adapt_task(self.meta_weights(), state, support_x, support_y, self.inner_steps, True)
-                predictions, new_state = self.functional_query(adapted, query_x, state)
-            loss = self.compute_loss(y=query_y[None], y_pred=predictions[None], sample_weight=query_weight[None],
-                                     training=True)
+            loss, predictions, new_state = self.task_query_loss(support_x, support_y, query_x, query_y, query_weight)
             loss = loss * replicas()  # compute_loss divides by the replicas; apply_meta_gradients does too
         grads = tape.gradient(loss, self.trainable_variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         return grads, predictions, new_state
+
+    def task_query_loss(self, support_x, support_y, query_x, query_y, query_weight):
+        """`(query loss, query predictions, new state)` of one task after `inner_steps` of adaptation."""
+        state = self.model_state()
+        with inner_loop.exact_batch_norm_moments():
+            adapted = self.adapt_task(self.meta_weights(), state, support_x, support_y, self.inner_steps, True)
+            predictions, new_state = self.functional_query(adapted, query_x, state)
+        return self.query_loss(query_y, predictions, query_weight), predictions, new_state
+
+    def query_loss(self, query_y, predictions, query_weight):
+        """The compiled loss of one task's query predictions."""
+        return self.compute_loss(y=query_y[None], y_pred=predictions[None], sample_weight=query_weight[None],
+                                 training=True)
 
     def track_query_statistics(self, states):
         """Moves the wrapped model's non-trainable state to the tasks' query-pass values."""

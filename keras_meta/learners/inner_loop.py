@@ -129,7 +129,7 @@ def clip_by_global_norm(grads, clipnorm):
 
 
 def gradient_descent(loss_fn, weights, steps, learning_rate=None, update_fn=None, adapt_mask=None,
-                     first_order=False, truncation=None, clipnorm=None):
+                     first_order=False, truncation=None, clipnorm=None, return_trajectory=False):
     """K steps of gradient descent on `loss_fn(weights)`; returns the adapted weights.
 
     Args:
@@ -144,6 +144,8 @@ def gradient_descent(loss_fn, weights, steps, learning_rate=None, update_fn=None
         first_order: do not differentiate through the adaptation.
         truncation: differentiate through the last `truncation` steps only.
         clipnorm: clip each step's gradients to this global norm.
+        return_trajectory: return the list of weights after every step
+            (`steps` lists; `[weights]` for 0 steps) instead of the last ones.
     """
     weights = list(weights)
     if adapt_mask is None:
@@ -157,11 +159,12 @@ def gradient_descent(loss_fn, weights, steps, learning_rate=None, update_fn=None
             return [-tf.cast(tf.convert_to_tensor(learning_rate, dtype_hint=g.dtype), g.dtype) * g for g in grads]
 
     if steps == 0 or not adapted_ids:
-        return weights
+        return [weights] * max(steps, 1) if return_trajectory else weights
     exact_steps = 0 if first_order else steps if truncation is None else min(int(truncation), steps)
     detached_steps = steps - exact_steps
 
     current = [tf.stop_gradient(w) for w in weights] if detached_steps else list(weights)
+    trajectory = []
     for step in range(steps):
         if detached_steps and step == detached_steps:
             current = reattach(weights, current)
@@ -175,9 +178,10 @@ def gradient_descent(loss_fn, weights, steps, learning_rate=None, update_fn=None
         grads = clip_by_global_norm(grads, clipnorm)
         for i, update in zip(adapted_ids, update_fn(grads)):
             current[i] = current[i] + update
+        trajectory.append(reattach(weights, current) if step < detached_steps else list(current))
     if detached_steps == steps:
-        current = reattach(weights, current)
-    return current
+        current = trajectory[-1]
+    return trajectory if return_trajectory else current
 
 
 def dense_gradients(grads, params):

@@ -21,6 +21,7 @@ Example:
 """
 
 import keras
+import tensorflow as tf
 
 from keras_meta.learners import inner_loop
 from keras_meta.learners.gradient_based import GradientMetaLearner
@@ -47,11 +48,15 @@ class MAML(GradientMetaLearner):
             `"scalar"` (or `True` = `"parameter"`): learn the inner rates with a
             `LearnableOptimizer` (Meta-SGD).
         inner_loss: the support-set loss (default: the compiled loss).
+        multi_step_loss: meta-train on the mean of the query losses after
+            every inner step, not only the last (the multi-step loss of
+            Antoniou et al. 2019, "How to train your MAML"): the initial
+            weights become good after 1 step and after `inner_steps`.
     """
 
     def __init__(self, model, inner_learning_rate=0.4, inner_steps=1, eval_inner_steps=None, first_order=False,
                  truncation=None, inner_clipnorm=None, adapt_layers=None, learn_inner_learning_rate=False,
-                 inner_loss=None, **kwargs):
+                 inner_loss=None, multi_step_loss=False, **kwargs):
         super().__init__(model, inner_steps=inner_steps, eval_inner_steps=eval_inner_steps,
                          adapt_layers=adapt_layers, inner_loss=inner_loss, **kwargs)
         self.inner_learning_rate = float(inner_learning_rate)
@@ -62,6 +67,7 @@ class MAML(GradientMetaLearner):
         if inner_clipnorm is not None and not inner_clipnorm > 0:
             raise ValueError(f"`inner_clipnorm` must be positive or None, got {inner_clipnorm!r}.")
         self.inner_clipnorm = None if inner_clipnorm is None else float(inner_clipnorm)
+        self.multi_step_loss = bool(multi_step_loss)
         if learn_inner_learning_rate is True:
             learn_inner_learning_rate = "parameter"
         self.learn_inner_learning_rate = learn_inner_learning_rate or False
@@ -73,7 +79,7 @@ class MAML(GradientMetaLearner):
             self.inner_optimizer.build_for([v.shape for v in adapted])
         self.built = True
 
-    def adapt_task(self, weights, state, support_x, support_y, steps, training):
+    def adapt_task(self, weights, state, support_x, support_y, steps, training, return_trajectory=False):
         return inner_loop.gradient_descent(
             self.task_loss(support_x, support_y, state),
             weights,
@@ -84,7 +90,21 @@ class MAML(GradientMetaLearner):
             first_order=self.first_order,
             truncation=self.truncation,
             clipnorm=self.inner_clipnorm,
+            return_trajectory=return_trajectory,
         )
+
+    def task_query_loss(self, support_x, support_y, query_x, query_y, query_weight):
+        if not self.multi_step_loss:
+            return super().task_query_loss(support_x, support_y, query_x, query_y, query_weight)
+        state = self.model_state()
+        losses = []
+        with inner_loop.exact_batch_norm_moments():
+            trajectory = self.adapt_task(self.meta_weights(), state, support_x, support_y, self.inner_steps, True,
+                                         return_trajectory=True)
+            for adapted in trajectory:
+                predictions, new_state = self.functional_query(adapted, query_x, state)
+                losses.append(self.query_loss(query_y, predictions, query_weight))
+        return tf.add_n(losses) / len(losses), predictions, new_state
 
     def get_config(self):
         config = super().get_config()
@@ -94,5 +114,6 @@ class MAML(GradientMetaLearner):
             truncation=self.truncation,
             inner_clipnorm=self.inner_clipnorm,
             learn_inner_learning_rate=self.learn_inner_learning_rate,
+            multi_step_loss=self.multi_step_loss,
         )
         return config
