@@ -66,7 +66,7 @@ def build_matching(args):
 
 def classifier(args):
     """conv4 with a `--train-ways` logits head: the model that gradient-based learners adapt."""
-    return keras_meta.models.conv4(input_shape=(28, 28, 1), num_classes=args.train_ways)
+    return keras_meta.models.conv4(input_shape=(28, 28, 1), filters=args.filters, num_classes=args.train_ways)
 
 
 def gradient_options(args):
@@ -141,6 +141,9 @@ def parse_args():
     for name, value in DEFAULTS[args.algo].items():
         if name not in explicit:
             setattr(args, name, value)
+    if args.algo not in METRIC_BASED and (args.spatial_embedding or args.pretrain_epochs):
+        parser.error(f"--spatial-embedding and --pretrain-epochs are for the metric learners "
+                     f"({', '.join(METRIC_BASED)}), not --algo {args.algo}.")
     return args
 
 

@@ -30,12 +30,13 @@ keras.utils.set_random_seed(0)
 ## The model and the learner
 
 A 1-40-40-1 ReLU network, as in the MAML paper. `MAML` wraps it: each training step
-adapts it to 25 tasks with one SGD step of size 0.01 on 10 support points, and
-back-propagates the loss on 10 query points through that step.
+adapts it to 25 tasks with two SGD steps of size 0.01 on 10 support points, and
+back-propagates the mean loss on 10 query points after each step through the steps
+(`multi_step_loss=True`), so that one step and ten steps are both good.
 """
 
 model = keras_meta.models.mlp((1,), hidden_units=(40, 40), num_outputs=1)
-learner = keras_meta.learners.MAML(model, inner_learning_rate=0.01, inner_steps=1)
+learner = keras_meta.learners.MAML(model, inner_learning_rate=0.01, inner_steps=2, multi_step_loss=True)
 learner.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
 tasks = SinusoidTasks(shots=10, queries=10, seed=0)
 epochs = max(1, args.steps // 1000)

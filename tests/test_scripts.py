@@ -47,6 +47,12 @@ def test_final_model_run_only_trains(tmp_path):
     assert "acc_5w1s" not in results and os.path.exists(results["saved"])
 
 
+def test_omniglot_benchmark_rejects_metric_learner_flags_for_gradient_learners():
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/omniglot.py"), "--algo", "maml",
+                             "--pretrain-epochs", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and "are for the metric learners" in result.stderr
+
+
 def last_json_line(out):
     return json.loads(out.strip().splitlines()[-1])
 

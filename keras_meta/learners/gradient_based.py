@@ -225,17 +225,24 @@ class GradientMetaLearner(MetaLearner):
         return grads, predictions, new_state
 
     def task_query_loss(self, support_x, support_y, query_x, query_y, query_weight):
-        """`(query loss, query predictions, new state)` of one task after `inner_steps` of adaptation."""
-        state = self.model_state()
-        with inner_loop.exact_batch_norm_moments():
-            adapted = self.adapt_task(self.meta_weights(), state, support_x, support_y, self.inner_steps, True)
-            predictions, new_state = self.functional_query(adapted, query_x, state)
-        return self.query_loss(query_y, predictions, query_weight), predictions, new_state
+        """`(query loss, query predictions, new state)` of one task after `inner_steps` of adaptation.
 
-    def query_loss(self, query_y, predictions, query_weight):
-        """The compiled loss of one task's query predictions."""
-        return self.compute_loss(y=query_y[None], y_pred=predictions[None], sample_weight=query_weight[None],
-                                 training=True)
+        The loss is the mean of the compiled query losses of the weights that
+        `training_trajectory` returns (by default only the adapted ones); the
+        predictions and state are those of the last.
+        """
+        state = self.model_state()
+        losses = []
+        with inner_loop.exact_batch_norm_moments():
+            for adapted in self.training_trajectory(self.meta_weights(), state, support_x, support_y):
+                predictions, new_state = self.functional_query(adapted, query_x, state)
+                losses.append(self.compute_loss(y=query_y[None], y_pred=predictions[None],
+                                                sample_weight=query_weight[None], training=True))
+        return tf.add_n(losses) / len(losses), predictions, new_state
+
+    def training_trajectory(self, weights, state, support_x, support_y):
+        """The adapted weights whose query losses make up the meta-loss: `[adapted after inner_steps]`."""
+        return [self.adapt_task(weights, state, support_x, support_y, self.inner_steps, True)]
 
     def track_query_statistics(self, states):
         """Moves the wrapped model's non-trainable state to the tasks' query-pass values."""

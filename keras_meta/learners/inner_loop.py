@@ -178,9 +178,10 @@ def gradient_descent(loss_fn, weights, steps, learning_rate=None, update_fn=None
         grads = clip_by_global_norm(grads, clipnorm)
         for i, update in zip(adapted_ids, update_fn(grads)):
             current[i] = current[i] + update
-        trajectory.append(reattach(weights, current) if step < detached_steps else list(current))
+        if return_trajectory:
+            trajectory.append(reattach(weights, current) if step < detached_steps else list(current))
     if detached_steps == steps:
-        current = trajectory[-1]
+        current = reattach(weights, current)
     return trajectory if return_trajectory else current
 
 

@@ -21,7 +21,6 @@ Example:
 """
 
 import keras
-import tensorflow as tf
 
 from keras_meta.learners import inner_loop
 from keras_meta.learners.gradient_based import GradientMetaLearner
@@ -93,18 +92,10 @@ class MAML(GradientMetaLearner):
             return_trajectory=return_trajectory,
         )
 
-    def task_query_loss(self, support_x, support_y, query_x, query_y, query_weight):
+    def training_trajectory(self, weights, state, support_x, support_y):
         if not self.multi_step_loss:
-            return super().task_query_loss(support_x, support_y, query_x, query_y, query_weight)
-        state = self.model_state()
-        losses = []
-        with inner_loop.exact_batch_norm_moments():
-            trajectory = self.adapt_task(self.meta_weights(), state, support_x, support_y, self.inner_steps, True,
-                                         return_trajectory=True)
-            for adapted in trajectory:
-                predictions, new_state = self.functional_query(adapted, query_x, state)
-                losses.append(self.query_loss(query_y, predictions, query_weight))
-        return tf.add_n(losses) / len(losses), predictions, new_state
+            return super().training_trajectory(weights, state, support_x, support_y)
+        return self.adapt_task(weights, state, support_x, support_y, self.inner_steps, True, return_trajectory=True)
 
     def get_config(self):
         config = super().get_config()
