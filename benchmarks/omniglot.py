@@ -74,16 +74,23 @@ def gradient_options(args):
                 eval_inner_steps=args.eval_inner_steps)
 
 
+def maml_options(args):
+    """MAML, first-order MAML, Meta-SGD and ANIL: the inner loop plus the multi-step loss."""
+    return dict(gradient_options(args), multi_step_loss=args.multi_step_loss)
+
+
 ALGOS = {
     "protonet": build_protonet,
     "matching": build_matching,
     "r2d2": lambda args: keras_meta.learners.R2D2(backbone(args)),
     "metanet": lambda args: keras_meta.learners.MetaNetwork(backbone(args), ways=max(args.train_ways, 20)),
     "metanet-embedding": lambda args: keras_meta.learners.EmbeddingMetaNetwork(backbone(args)),
-    "maml": lambda args: keras_meta.learners.MAML(classifier(args), **gradient_options(args)),
-    "fomaml": lambda args: keras_meta.learners.MAML(classifier(args), first_order=True, **gradient_options(args)),
-    "metasgd": lambda args: keras_meta.learners.MetaSGD(classifier(args), **gradient_options(args)),
-    "anil": lambda args: keras_meta.learners.ANIL(classifier(args), **gradient_options(args)),
+    "maml": lambda args: keras_meta.learners.MAML(classifier(args), **maml_options(args)),
+    "fomaml": lambda args: keras_meta.learners.MAML(classifier(args), first_order=True, **maml_options(args)),
+    "metasgd": lambda args: keras_meta.learners.MetaSGD(classifier(args), **maml_options(args)),
+    "anil": lambda args: keras_meta.learners.ANIL(classifier(args), **maml_options(args)),
+    "imaml": lambda args: keras_meta.learners.iMAML(classifier(args), regularization=args.regularization,
+                                                   cg_steps=args.cg_steps, **gradient_options(args)),
     "reptile": lambda args: keras_meta.learners.Reptile(
         classifier(args), inner_optimizer=keras.optimizers.Adam(args.inner_lr, beta_1=0.0),
         inner_steps=args.inner_steps, eval_inner_steps=args.eval_inner_steps),
@@ -104,6 +111,8 @@ DEFAULTS = {
                     eval_inner_steps=1),
     "anil": dict(train_ways=5, train_queries=5, meta_batch=16, steps=1500, inner_lr=0.4, inner_steps=3,
                  eval_inner_steps=10),
+    "imaml": dict(train_ways=5, train_queries=5, meta_batch=4, steps=600, inner_lr=0.1, inner_steps=5,
+                  eval_inner_steps=5),  # more steps than in training lowered accuracy (docs/benchmarks.md)
     "reptile": dict(train_ways=5, train_queries=5, meta_batch=5, steps=3000, inner_lr=1e-3, inner_steps=5,
                     eval_inner_steps=50, learning_rate=1.0, optimizer="sgd"),
 }
@@ -124,6 +133,10 @@ def parse_args():
     parser.add_argument("--inner-lr", type=float, default=0.4)
     parser.add_argument("--inner-steps", type=int, default=1)
     parser.add_argument("--eval-inner-steps", type=int, default=3)
+    parser.add_argument("--multi-step-loss", action="store_true",
+                        help="maml, fomaml, metasgd, anil: meta-train on the mean query loss after every inner step")
+    parser.add_argument("--regularization", type=float, default=2.0, help="imaml: the proximal strength lambda")
+    parser.add_argument("--cg-steps", type=int, default=5, help="imaml: conjugate-gradient iterations")
     parser.add_argument("--eval-episodes", type=int, default=600)
     parser.add_argument("--eval-queries", type=int, default=15)
     parser.add_argument("--fce", action="store_true", help="Matching Networks: full context embeddings")
@@ -144,6 +157,8 @@ def parse_args():
     if args.algo not in METRIC_BASED and (args.spatial_embedding or args.pretrain_epochs):
         parser.error(f"--spatial-embedding and --pretrain-epochs are for the metric learners "
                      f"({', '.join(METRIC_BASED)}), not --algo {args.algo}.")
+    if args.multi_step_loss and args.algo not in ("maml", "fomaml", "metasgd", "anil"):
+        parser.error(f"--multi-step-loss is for maml, fomaml, metasgd and anil, not --algo {args.algo}.")
     return args
 
 

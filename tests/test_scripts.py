@@ -51,6 +51,9 @@ def test_omniglot_benchmark_rejects_metric_learner_flags_for_gradient_learners()
     result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/omniglot.py"), "--algo", "maml",
                              "--pretrain-epochs", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 2 and "are for the metric learners" in result.stderr
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/omniglot.py"), "--algo", "reptile",
+                             "--multi-step-loss"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and "--multi-step-loss is for maml" in result.stderr
 
 
 def last_json_line(out):
@@ -64,9 +67,9 @@ def test_sine_benchmark_prints_the_mse_after_1_5_10_steps():
 
 
 def test_omniglot_benchmark_runs_gradient_based_learners(tmp_path):
-    for algo in ("maml", "reptile"):
+    for algo, options in (("maml", ["--multi-step-loss"]), ("reptile", []), ("imaml", ["--meta-batch", "2"])):
         save = str(tmp_path / f"{algo}.keras")
-        results = last_json_line(run_script("benchmarks/omniglot.py", "--algo", algo, "--steps", "2",
+        results = last_json_line(run_script("benchmarks/omniglot.py", "--algo", algo, "--steps", "2", *options,
                                             "--eval-episodes", "4", "--eval-inner-steps", "1", "--save", save,
                                             "--verbose", "0"))
         assert results["algo"] == algo and 0.0 <= results["acc_5w1s"] <= 1.0 and "acc_20w1s" not in results
