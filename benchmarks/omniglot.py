@@ -74,8 +74,11 @@ def gradient_options(args):
                 eval_inner_steps=args.eval_inner_steps)
 
 
+MULTI_STEP_LOSS_ALGOS = ("maml", "fomaml", "metasgd", "anil")  # MAML and its subclasses
+
+
 def maml_options(args):
-    """MAML, first-order MAML, Meta-SGD and ANIL: the inner loop plus the multi-step loss."""
+    """The inner loop plus the multi-step loss (the learners of MULTI_STEP_LOSS_ALGOS)."""
     return dict(gradient_options(args), multi_step_loss=args.multi_step_loss)
 
 
@@ -112,7 +115,7 @@ DEFAULTS = {
     "anil": dict(train_ways=5, train_queries=5, meta_batch=16, steps=1500, inner_lr=0.4, inner_steps=3,
                  eval_inner_steps=10),
     "imaml": dict(train_ways=5, train_queries=5, meta_batch=4, steps=600, inner_lr=0.1, inner_steps=5,
-                  eval_inner_steps=5),  # more steps than in training lowered accuracy (docs/benchmarks.md)
+                  eval_inner_steps=5),  # 10 steps at test lowered accuracy (docs/benchmarks.md)
     "reptile": dict(train_ways=5, train_queries=5, meta_batch=5, steps=3000, inner_lr=1e-3, inner_steps=5,
                     eval_inner_steps=50, learning_rate=1.0, optimizer="sgd"),
 }
@@ -134,7 +137,7 @@ def parse_args():
     parser.add_argument("--inner-steps", type=int, default=1)
     parser.add_argument("--eval-inner-steps", type=int, default=3)
     parser.add_argument("--multi-step-loss", action="store_true",
-                        help="maml, fomaml, metasgd, anil: meta-train on the mean query loss after every inner step")
+                        help=f"{', '.join(MULTI_STEP_LOSS_ALGOS)}: meta-train on the mean query loss after every inner step")
     parser.add_argument("--regularization", type=float, default=2.0, help="imaml: the proximal strength lambda")
     parser.add_argument("--cg-steps", type=int, default=5, help="imaml: conjugate-gradient iterations")
     parser.add_argument("--eval-episodes", type=int, default=600)
@@ -157,8 +160,8 @@ def parse_args():
     if args.algo not in METRIC_BASED and (args.spatial_embedding or args.pretrain_epochs):
         parser.error(f"--spatial-embedding and --pretrain-epochs are for the metric learners "
                      f"({', '.join(METRIC_BASED)}), not --algo {args.algo}.")
-    if args.multi_step_loss and args.algo not in ("maml", "fomaml", "metasgd", "anil"):
-        parser.error(f"--multi-step-loss is for maml, fomaml, metasgd and anil, not --algo {args.algo}.")
+    if args.multi_step_loss and args.algo not in MULTI_STEP_LOSS_ALGOS:
+        parser.error(f"--multi-step-loss is for {', '.join(MULTI_STEP_LOSS_ALGOS)}, not --algo {args.algo}.")
     return args
 
 

@@ -73,7 +73,12 @@ def test_omniglot_benchmark_runs_gradient_based_learners(tmp_path):
                                             "--eval-episodes", "4", "--eval-inner-steps", "1", "--save", save,
                                             "--verbose", "0"))
         assert results["algo"] == algo and 0.0 <= results["acc_5w1s"] <= 1.0 and "acc_20w1s" not in results
-        assert keras.saving.load_model(save).eval_inner_steps == 1
+        reloaded = keras.saving.load_model(save)
+        assert reloaded.eval_inner_steps == 1
+        if algo == "maml":
+            assert reloaded.multi_step_loss
+        if algo == "imaml":
+            assert (reloaded.regularization, reloaded.cg_steps) == (2.0, 5)
 
 
 def test_throughput_benchmark_prints_tasks_per_second_and_memory():
