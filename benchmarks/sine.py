@@ -13,9 +13,9 @@ import argparse
 import json
 import time
 
+import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
 import keras
 
-import keras_meta
 from keras_meta.datasets.sine import SinusoidTasks
 
 

@@ -12,9 +12,11 @@ Each workload runs in its own process (so peak resident memory is its own):
 warm-up steps, then timed steps. With `--peer PYTHON` (a Python that has
 learn2learn, see `../shared/bench/README.md`) the same workload of
 `peer_learn2learn.py` runs right after ours, and the JSON line gets
-`..._vs_learn2learn` speed ratios. Prints one JSON line.
+`..._vs_learn2learn` speed ratios; with `--onednn-off` each workload also runs
+with TensorFlow's oneDNN CPU kernels off (keras-meta turns them on), for
+`..._onednn_vs_off` ratios. Prints one JSON line.
 
-    python benchmarks/throughput.py --peer $HOME/l2lenv/bin/python
+    python benchmarks/throughput.py --peer $HOME/l2lenv/bin/python --onednn-off
 """
 
 import argparse
@@ -38,11 +40,10 @@ PEER_SCRIPT = os.path.join(HERE, "..", "..", "shared", "bench", "peer_learn2lear
 
 def measure(name, warmup, iters, jit_compile=False, parallel_tasks=1):
     """Runs one workload in this process; returns tasks (or episodes) per second and peak RSS."""
+    import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
     import keras
     import numpy as np
     import tensorflow as tf
-
-    import keras_meta
 
     tf.config.threading.set_inter_op_parallelism_threads(2)
     tf.config.threading.set_intra_op_parallelism_threads(2)
@@ -77,11 +78,12 @@ def measure(name, warmup, iters, jit_compile=False, parallel_tasks=1):
     }
 
 
-def run_ours(name, args, *extra):
-    """Measures one workload of keras-meta in a fresh process."""
+def run_ours(name, args, *extra, onednn=True):
+    """Measures one workload of keras-meta in a fresh process (`onednn=False`: TF_ENABLE_ONEDNN_OPTS=0)."""
     command = [sys.executable, __file__, "--one", name, "--warmup", str(args.warmup), "--iters", str(args.iters),
                "--parallel-tasks", str(args.parallel_tasks), *extra]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1" if onednn else "0")
+    out = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -104,6 +106,8 @@ def main():
     parser.add_argument("--jit-compile", action="store_true",
                         help="also measure each workload with compile(jit_compile=True) (XLA)")
     parser.add_argument("--parallel-tasks", type=int, default=1, help="MAML's `parallel_tasks`")
+    parser.add_argument("--onednn-off", action="store_true",
+                        help="also measure each workload with TensorFlow's oneDNN CPU kernels off")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one workload in this process
     args = parser.parse_args()
     if args.one:
@@ -120,6 +124,10 @@ def main():
             results[f"{name}_xla_{unit}"] = round(xla["per_s"], 3)
             results[f"{name}_xla_warmup_seconds"] = round(xla["warmup_seconds"], 1)
             results[f"{name}_xla_vs_graph"] = round(xla["per_s"] / ours["per_s"], 2)
+        if args.onednn_off:
+            off = run_ours(name, args, onednn=False)
+            results[f"{name}_onednn_off_{unit}"] = round(off["per_s"], 3)
+            results[f"{name}_onednn_vs_off"] = round(ours["per_s"] / off["per_s"], 2)
         results[f"{name}_{unit}"] = round(ours["per_s"], 3)
         results[f"{name}_peak_rss_mb"] = round(ours["peak_rss_mb"])
         results[f"{name}_warmup_seconds"] = round(ours["warmup_seconds"], 1)

@@ -10,10 +10,10 @@ Run:  python examples/gru_next_item.py
 import argparse
 import json
 
+import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
 import keras
 import tensorflow as tf
 
-import keras_meta
 from keras_meta.data import QUERY_X, SUPPORT_X, SUPPORT_Y, TaskDistribution
 
 parser = argparse.ArgumentParser(description="Per-user next-item prediction with MAML.")

@@ -11,10 +11,10 @@ import json
 import os
 import time
 
+import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
 import keras
 import numpy as np
 
-import keras_meta
 from keras_meta.data import EpisodeSampler
 from keras_meta.datasets import omniglot
 from keras_meta.evaluation import evaluate_few_shot

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 
+import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
 import keras
 import matplotlib
 
@@ -17,7 +18,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-import keras_meta  # noqa: E402
 from keras_meta.datasets.sine import SinusoidTasks  # noqa: E402
 
 parser = argparse.ArgumentParser(description="MAML on sinusoid regression.")

@@ -8,8 +8,9 @@ Example:
 >>> learner = keras_meta.learners.PrototypicalNetwork(keras_meta.models.conv4())
 """
 
-from keras_meta._backend import ensure_tensorflow_backend
+from keras_meta._backend import enable_onednn_cpu_kernels, ensure_tensorflow_backend
 
+enable_onednn_cpu_kernels()
 ensure_tensorflow_backend()
 
 from keras_meta import data  # noqa: E402

@@ -26,3 +26,20 @@ def test_keras_json_other_backend_raises(tmp_path):
     (tmp_path / "keras.json").write_text(json.dumps({"backend": "torch"}))
     result = import_in_fresh_process({"KERAS_HOME": str(tmp_path)})
     assert result.returncode != 0 and "selects the 'torch'" in result.stderr
+
+
+ONEDNN = "import keras_meta; from tensorflow.python.util import _pywrap_util_port as p; print(p.IsMklEnabled())"
+
+
+def test_onednn_cpu_kernels_turned_on_by_default(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    result = subprocess.run([sys.executable, "-c", ONEDNN], env=dict(env, KERAS_HOME=str(tmp_path)),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_users_onednn_choice_kept(tmp_path):
+    result = import_in_fresh_process({"KERAS_HOME": str(tmp_path), "TF_ENABLE_ONEDNN_OPTS": "0"}, ONEDNN)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False"

@@ -88,6 +88,14 @@ def test_throughput_benchmark_prints_tasks_per_second_and_memory():
     assert results["fomaml_k1_peak_rss_mb"] > 100
 
 
+def test_throughput_benchmark_measures_onednn_off_too():
+    results = last_json_line(run_script("benchmarks/throughput.py", "--workloads", "protonet", "--onednn-off",
+                                        "--warmup", "1", "--iters", "1"))
+    assert results["protonet_onednn_off_episodes_per_s"] > 0
+    ratio = results["protonet_episodes_per_s"] / results["protonet_onednn_off_episodes_per_s"]
+    assert abs(results["protonet_onednn_vs_off"] - ratio) <= 0.01 + 0.01 * ratio
+
+
 def test_sine_example_writes_a_plot(tmp_path):
     out = run_script("examples/sine_maml.py", "--output-dir", str(tmp_path), "--steps", "20")
     assert (tmp_path / "adapted_curves.png").stat().st_size > 10000
