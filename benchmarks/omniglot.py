@@ -1,11 +1,13 @@
 """Meta-train on bundled Omniglot, evaluate on alphabets training never saw.
 
-Trains on `small1` (rotations by 90/180/270 degrees as new classes) and
+Trains on `small1` (rotations by 90/180/270 degrees as new classes; with
+`--flips` the mirror images too) and
 evaluates 5-way 1-shot and 20-way 1-shot accuracy over fixed episode sets of
 the `small2` alphabets absent from `small1` (Japanese (katakana), Sanskrit,
 Tagalog). Prints one JSON line.
 
     python benchmarks/omniglot.py --algo protonet --save runs/protonet.keras
+    python benchmarks/omniglot.py --algo protonet --flips --steps 4000
     python benchmarks/omniglot.py --train-splits small1,small2 --save final.keras  # train only
 """
 
@@ -44,12 +46,15 @@ def backbone(args):
 def pretrain(encoder, train, args):
     """Whole-class pre-training of a metric learner's backbone: a softmax classifier over every training class.
 
-    The rotations are new classes here too; the dense head is dropped afterwards.
+    The rotations (and with --flips the mirror images) are new classes here too; the dense head is dropped
+    afterwards.
     """
     classes = int(train.labels.max()) + 1
-    images = np.concatenate([np.rot90(train.images, r // 90, axes=(1, 2)) for r in ROTATIONS])
-    labels = np.concatenate([train.labels + i * classes for i in range(len(ROTATIONS))])
-    classifier = keras.Sequential([encoder, keras.layers.Dense(classes * len(ROTATIONS))])
+    originals = [train.images, train.images[:, :, ::-1]] if args.flips else [train.images]
+    images = np.concatenate([np.rot90(x, r // 90, axes=(1, 2)) for x in originals for r in ROTATIONS])
+    transforms = len(originals) * len(ROTATIONS)
+    labels = np.concatenate([train.labels + i * classes for i in range(transforms)])
+    classifier = keras.Sequential([encoder, keras.layers.Dense(classes * transforms)])
     steps = args.pretrain_epochs * int(np.ceil(len(images) / 64))
     classifier.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-3, steps, alpha=0.05)),
                        keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
@@ -143,6 +148,8 @@ def parse_args():
     parser.add_argument("--eval-episodes", type=int, default=600)
     parser.add_argument("--eval-queries", type=int, default=15)
     parser.add_argument("--fce", action="store_true", help="Matching Networks: full context embeddings")
+    parser.add_argument("--flips", action="store_true",
+                        help="the mirror image of each training class (and of its rotations) is a class too")
     parser.add_argument("--augment", action="store_true", help="random shift/rotation/zoom of training images")
     parser.add_argument("--filters", type=int, default=64, help="conv4 filters per block")
     parser.add_argument("--spatial-embedding", action="store_true",
@@ -171,7 +178,7 @@ def main():
     train, test = omniglot.unseen_alphabet_split(tuple(args.train_splits.split(",")))
     sampler = EpisodeSampler(
         train.images, train.labels, ways=args.train_ways, shots=args.train_shots,
-        queries=args.train_queries, rotations=ROTATIONS, seed=args.seed,
+        queries=args.train_queries, rotations=ROTATIONS, flips=args.flips, seed=args.seed,
     )
     learner = ALGOS[args.algo](args)
     if args.optimizer == "sgd":  # Reptile's meta step size, annealed linearly to 0
@@ -191,7 +198,7 @@ def main():
     learner.fit(sampler.dataset(batch_size=args.meta_batch), epochs=epochs,
                 steps_per_epoch=args.steps // epochs, verbose=args.verbose)
     results = {"algo": args.algo, "train_splits": args.train_splits, "train_ways": args.train_ways,
-               "train_steps": args.steps,
+               "train_classes": sampler.num_classes, "train_steps": args.steps,
                "train_seconds": round(time.perf_counter() - start, 1)}
     if args.save:
         os.makedirs(os.path.dirname(os.path.abspath(args.save)), exist_ok=True)

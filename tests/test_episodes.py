@@ -96,6 +96,30 @@ def test_rotations_make_new_classes():
         np.testing.assert_array_equal(query[0], support[inputs["support_y"][0] == label][0])
 
 
+def test_flips_and_rotations_make_eight_classes_of_each():
+    # 2 classes of 3x3 images with no symmetry: 4 rotations x 2 mirror images each.
+    base = np.zeros((2, 3, 3, 1), "float32")
+    base[0, 0, :2, 0], base[1, 1:, 0, 0] = (1, 2), (3, 4)
+    x, y = np.repeat(base, 3, axis=0), np.repeat([0, 1], 3)
+    sampler = EpisodeSampler(x, y, ways=16, shots=1, queries=1, rotations=(0, 90, 180, 270), flips=True, seed=0)
+    assert sampler.num_classes == 16
+    inputs, labels = first_batch(sampler, batch_size=1)
+    support = inputs["support_x"][0, ..., 0]
+    expected = {np.rot90(m, k).tobytes() for b in base for m in (b[..., 0], b[:, ::-1, 0]) for k in range(4)}
+    assert len(expected) == 16 and {image.tobytes() for image in support} == expected
+    for label in range(16):
+        query = inputs["query_x"][0, labels[0] == label, ..., 0]
+        np.testing.assert_array_equal(query[0], support[inputs["support_y"][0] == label][0])
+
+
+def test_flips_alone_mirror_non_square_images():
+    x = np.arange(4 * 2 * 3, dtype="float32").reshape(4, 2, 3)
+    sampler = EpisodeSampler(x, np.array([0, 0, 1, 1]), ways=4, shots=1, queries=1, flips=True, seed=0)
+    inputs, _ = first_batch(sampler, batch_size=1)
+    images = {image.tobytes() for image in np.concatenate([inputs["support_x"][0], inputs["query_x"][0]])}
+    assert images == {m.tobytes() for image in x for m in (image, image[:, ::-1])}
+
+
 def test_a_single_rotation_rotates():
     x = np.stack([np.arange(4, dtype="float32").reshape(2, 2) + 4 * i for i in range(4)])
     sampler = EpisodeSampler(x, np.array([0, 0, 1, 1]), ways=2, shots=1, queries=1, rotations=(180,), seed=0)
@@ -134,6 +158,8 @@ def test_variable_ways_and_shots_are_padded(labelled_ids):
         (dict(ways=2, shots=1, queries=1, classes=[0, 99]), "no example has"),
         (dict(ways=2, shots=1, queries=1, classes=[]), "empty"),
         (dict(ways=2, shots=1, queries=1, rotations=(45,)), "rotations"),
+        (dict(ways=2, shots=1, queries=1, flips="yes"), "flips"),
+        (dict(ways=25, shots=1, queries=1, flips=True), r"12 classes x 1 rotations x 2 flips"),
     ],
 )
 def test_bad_options_raise(labelled_ids, kwargs, message):

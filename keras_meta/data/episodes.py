@@ -67,16 +67,20 @@ class EpisodeSampler(TaskDistribution):
         rotations: class-level augmentation: each of these rotations (degrees
             out of 0, 90, 180, 270) of a class is a class of its own, as for
             Omniglot. Needs square images `[H, H]` or `[H, H, C]`.
+        flips: class-level augmentation: the mirror image (left-right flip)
+            of a class, and of each of its rotations, is a class of its own;
+            doubles the classes. Needs images `[H, W]` or `[H, W, C]`.
         seed: makes the episode stream reproducible (see `TaskDistribution`).
     """
 
-    def __init__(self, x, y, ways, shots, queries, classes=None, rotations=None, seed=None):
+    def __init__(self, x, y, ways, shots, queries, classes=None, rotations=None, flips=False, seed=None):
         super().__init__(seed)
         x, y = sources.check_examples(x, y)
         self.min_ways, self.max_ways = _size_range("ways", ways)
         self.min_shots, self.max_shots = _size_range("shots", shots)
         self.queries = _check_positive_int("queries", queries)
         self.rotations = self._check_rotations(rotations, x.shape)
+        self.flips = self._check_flips(flips, x.shape)
         self.classes = self._select_classes(y, classes)
 
         keep = np.isin(y, self.classes)
@@ -84,19 +88,20 @@ class EpisodeSampler(TaskDistribution):
         x, y = x[keep][order], y[keep][order]
         _, offsets, counts = np.unique(y, return_index=True, return_counts=True)
         self._check_counts(counts)
-        num_classes = len(self.classes) * len(self.rotations)
+        self._num_transforms = len(self.rotations) * (2 if self.flips else 1)
+        num_classes = len(self.classes) * self._num_transforms
         if self.max_ways > num_classes:
             raise ValueError(
                 f"ways={self.max_ways} but only {num_classes} classes are available "
-                f"({len(self.classes)} classes x {len(self.rotations)} rotations); "
-                "lower `ways` or allow more `classes`."
+                f"({len(self.classes)} classes x {len(self.rotations)} rotations"
+                f"{' x 2 flips' if self.flips else ''}); lower `ways` or allow more `classes`."
             )
         self.num_classes = num_classes
         self._x = tf.constant(x)
         self._offsets = tf.constant(offsets, tf.int64)
         self._counts = tf.constant(counts, tf.int64)
         self._max_count = int(counts.max())
-        self._pixel_orders = self._rotation_orders(x.shape) if self.rotations != (0,) else None
+        self._pixel_orders = self._transform_orders(x.shape) if self.rotations != (0,) or self.flips else None
 
     @classmethod
     def from_dataset(cls, dataset, ways, shots, queries, **kwargs):
@@ -128,11 +133,11 @@ class EpisodeSampler(TaskDistribution):
     def sample_task(self, seed):
         n_max, k_max, q = self.max_ways, self.max_shots, self.queries
         seeds = tf.random.experimental.stateless_split(seed, num=6)
-        num_rot = len(self.rotations)
+        num_transforms = self._num_transforms
         # Classes of this task, in random order: position j gets label j.
         class_keys = tf.random.stateless_uniform([self.num_classes], seeds[0])
         chosen = tf.argsort(class_keys)[:n_max]
-        base = tf.cast(chosen // num_rot, tf.int64)
+        base = tf.cast(chosen // num_transforms, tf.int64)
         # A random permutation of each chosen class' examples, valid ones first.
         counts = tf.gather(self._counts, base)
         ranks = tf.random.stateless_uniform([n_max, self._max_count], seeds[1])
@@ -141,8 +146,8 @@ class EpisodeSampler(TaskDistribution):
         indices = tf.gather(self._offsets, base)[:, None] + tf.cast(picks, tf.int64)
         images = tf.gather(self._x, tf.reshape(indices, [-1]))
         if self._pixel_orders is not None:
-            rotation = tf.repeat(chosen % num_rot, k_max + q)
-            images = self._rotate(images, rotation)
+            transform = tf.repeat(chosen % num_transforms, k_max + q)
+            images = self._transform(images, transform)
         images = tf.reshape(images, tf.concat([[n_max, k_max + q], tf.shape(images)[1:]], 0))
 
         labels = tf.range(n_max, dtype=tf.int32)
@@ -207,14 +212,23 @@ class EpisodeSampler(TaskDistribution):
             )
         return rotations
 
-    def _rotation_orders(self, shape):
-        """For each rotation, the order of the flattened pixels of a rotated image."""
-        side = shape[1]
-        grid = np.arange(side * side).reshape(side, side)
-        return tf.constant(np.stack([np.rot90(grid, r // 90).reshape(-1) for r in self.rotations]), tf.int32)
+    @staticmethod
+    def _check_flips(flips, shape):
+        if not isinstance(flips, (bool, np.bool_)):
+            raise ValueError(f"`flips` must be True or False, got {flips!r}.")
+        if flips and len(shape) not in (3, 4):
+            raise ValueError(f"`flips` need images [N, H, W] or [N, H, W, C]; got examples of shape {shape}.")
+        return bool(flips)
 
-    def _rotate(self, images, rotation):
+    def _transform_orders(self, shape):
+        """For each class transform (rotations, then their mirror images), the order of the flattened pixels."""
+        grid = np.arange(shape[1] * shape[2]).reshape(shape[1], shape[2])
+        grids = [grid, grid[:, ::-1]] if self.flips else [grid]
+        orders = [np.rot90(g, r // 90).reshape(-1) for g in grids for r in self.rotations]
+        return tf.constant(np.stack(orders), tf.int32)
+
+    def _transform(self, images, transform):
         shape = tf.shape(images)
         flat = tf.reshape(images, [shape[0], -1, tf.reduce_prod(shape[3:])])
-        rotated = tf.gather(flat, tf.gather(self._pixel_orders, rotation), batch_dims=1)
-        return tf.reshape(rotated, shape)
+        transformed = tf.gather(flat, tf.gather(self._pixel_orders, transform), batch_dims=1)
+        return tf.reshape(transformed, shape)
