@@ -75,6 +75,7 @@ def measure(name, warmup, iters, jit_compile=False, parallel_tasks=1):
         "per_s": w["meta_batch"] * iters / seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "warmup_seconds": warmup_seconds,
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1",
     }
 
 
@@ -82,7 +83,7 @@ def run_ours(name, args, *extra, onednn=True):
     """Measures one workload of keras-meta in a fresh process (`onednn=False`: TF_ENABLE_ONEDNN_OPTS=0)."""
     command = [sys.executable, __file__, "--one", name, "--warmup", str(args.warmup), "--iters", str(args.iters),
                "--parallel-tasks", str(args.parallel_tasks), *extra]
-    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1" if onednn else "0")
+    env = None if onednn else dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0")
     out = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -114,6 +115,9 @@ def main():
         print(json.dumps(measure(args.one, args.warmup, args.iters, args.jit_compile, args.parallel_tasks)))
         return
     results = {"benchmark": "throughput", "cpu_count": os.cpu_count(), "parallel_tasks": args.parallel_tasks}
+    import keras_meta  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS for the measuring processes unless set)
+
+    results["onednn"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
     for name in args.workloads.split(","):
         if name not in WORKLOADS:
             parser.error(f"unknown workload {name!r}; choose from {sorted(WORKLOADS)}")
@@ -126,6 +130,8 @@ def main():
             results[f"{name}_xla_vs_graph"] = round(xla["per_s"] / ours["per_s"], 2)
         if args.onednn_off:
             off = run_ours(name, args, onednn=False)
+            if off["onednn"] or not ours["onednn"]:
+                raise RuntimeError("TF_ENABLE_ONEDNN_OPTS did not reach the measuring processes as intended.")
             results[f"{name}_onednn_off_{unit}"] = round(off["per_s"], 3)
             results[f"{name}_onednn_vs_off"] = round(ours["per_s"] / off["per_s"], 2)
         results[f"{name}_{unit}"] = round(ours["per_s"], 3)

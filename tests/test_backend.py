@@ -4,8 +4,8 @@ import subprocess
 import sys
 
 
-def import_in_fresh_process(env_updates, code="import keras_meta, keras; print(keras.backend.backend())"):
-    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+def import_in_fresh_process(env_updates, code="import keras_meta, keras; print(keras.backend.backend())", drop=()):
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND" and k not in drop}
     env.update(env_updates)
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
 
@@ -28,18 +28,26 @@ def test_keras_json_other_backend_raises(tmp_path):
     assert result.returncode != 0 and "selects the 'torch'" in result.stderr
 
 
-ONEDNN = "import keras_meta; from tensorflow.python.util import _pywrap_util_port as p; print(p.IsMklEnabled())"
+ONEDNN = ("import os; from tensorflow.python.util import _pywrap_util_port as p; "
+          "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), p.IsMklEnabled())")
 
 
 def test_onednn_cpu_kernels_turned_on_by_default(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-    result = subprocess.run([sys.executable, "-c", ONEDNN], env=dict(env, KERAS_HOME=str(tmp_path)),
-                            capture_output=True, text=True, timeout=120)
+    result = import_in_fresh_process({"KERAS_HOME": str(tmp_path)}, "import keras_meta; " + ONEDNN,
+                                     drop=("TF_ENABLE_ONEDNN_OPTS",))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "True"
+    assert result.stdout.strip().splitlines()[-1] == "1 True"
 
 
 def test_users_onednn_choice_kept(tmp_path):
-    result = import_in_fresh_process({"KERAS_HOME": str(tmp_path), "TF_ENABLE_ONEDNN_OPTS": "0"}, ONEDNN)
+    result = import_in_fresh_process({"KERAS_HOME": str(tmp_path), "TF_ENABLE_ONEDNN_OPTS": "0"},
+                                     "import keras_meta; " + ONEDNN)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "False"
+    assert result.stdout.strip().splitlines()[-1] == "0 False"
+
+
+def test_tensorflow_imported_first_is_left_as_it_is(tmp_path):
+    result = import_in_fresh_process({"KERAS_HOME": str(tmp_path)}, "import tensorflow, keras_meta; " + ONEDNN,
+                                     drop=("TF_ENABLE_ONEDNN_OPTS",))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1].startswith("None ")

@@ -112,12 +112,26 @@ def test_flips_and_rotations_make_eight_classes_of_each():
         np.testing.assert_array_equal(query[0], support[inputs["support_y"][0] == label][0])
 
 
+def test_flips_mirror_each_chosen_rotation():
+    base = np.zeros((1, 3, 3), "float32")
+    base[0, 0, :2] = (1, 2)
+    sampler = EpisodeSampler(np.repeat(base, 2, axis=0), np.zeros(2, int), ways=4, shots=1, queries=1,
+                             rotations=(0, 90), flips=True, seed=0)
+    support = first_batch(sampler, batch_size=1)[0]["support_x"][0]
+    expected = {m.tobytes() for k in (0, 1) for m in (np.rot90(base[0], k), np.rot90(base[0], k)[:, ::-1])}
+    assert {image.tobytes() for image in support} == expected
+
+
 def test_flips_alone_mirror_non_square_images():
     x = np.arange(4 * 2 * 3, dtype="float32").reshape(4, 2, 3)
     sampler = EpisodeSampler(x, np.array([0, 0, 1, 1]), ways=4, shots=1, queries=1, flips=True, seed=0)
-    inputs, _ = first_batch(sampler, batch_size=1)
+    inputs, labels = first_batch(sampler, batch_size=1)
     images = {image.tobytes() for image in np.concatenate([inputs["support_x"][0], inputs["query_x"][0]])}
     assert images == {m.tobytes() for image in x for m in (image, image[:, ::-1])}
+    for label in range(4):  # support and query of a class are both mirrored, or neither
+        support = inputs["support_x"][0][inputs["support_y"][0] == label][0]
+        query = inputs["query_x"][0][labels[0] == label][0]
+        assert any((image == support).all() for image in x) == any((image == query).all() for image in x)
 
 
 def test_a_single_rotation_rotates():
@@ -159,7 +173,7 @@ def test_variable_ways_and_shots_are_padded(labelled_ids):
         (dict(ways=2, shots=1, queries=1, classes=[]), "empty"),
         (dict(ways=2, shots=1, queries=1, rotations=(45,)), "rotations"),
         (dict(ways=2, shots=1, queries=1, flips="yes"), "flips"),
-        (dict(ways=25, shots=1, queries=1, flips=True), r"12 classes x 1 rotations x 2 flips"),
+        (dict(ways=25, shots=1, queries=1, flips=True), r"12 classes x 1 rotations, each also mirrored"),
     ],
 )
 def test_bad_options_raise(labelled_ids, kwargs, message):
@@ -176,6 +190,8 @@ def test_bad_arrays_raise():
         EpisodeSampler(x, np.linspace(0, 1, 6), ways=2, shots=1, queries=1)
     with pytest.raises(ValueError, match="empty"):
         EpisodeSampler(np.zeros((0, 2)), np.zeros(0, int), ways=2, shots=1, queries=1)
+    with pytest.raises(ValueError, match=r"`flips` need images \[N, H, W\]"):
+        EpisodeSampler(x, np.repeat([0, 1], 3), ways=2, shots=1, queries=1, flips=True)
     with pytest.raises(ValueError, match="square images"):
         EpisodeSampler(np.zeros((6, 2, 3)), np.repeat([0, 1], 3), ways=2, shots=1, queries=1, rotations=(0, 90))
 

@@ -94,7 +94,7 @@ class EpisodeSampler(TaskDistribution):
             raise ValueError(
                 f"ways={self.max_ways} but only {num_classes} classes are available "
                 f"({len(self.classes)} classes x {len(self.rotations)} rotations"
-                f"{' x 2 flips' if self.flips else ''}); lower `ways` or allow more `classes`."
+                f"{', each also mirrored' if self.flips else ''}); lower `ways` or allow more `classes`."
             )
         self.num_classes = num_classes
         self._x = tf.constant(x)
@@ -223,9 +223,10 @@ class EpisodeSampler(TaskDistribution):
     def _transform_orders(self, shape):
         """For each class transform (rotations, then their mirror images), the order of the flattened pixels."""
         grid = np.arange(shape[1] * shape[2]).reshape(shape[1], shape[2])
-        grids = [grid, grid[:, ::-1]] if self.flips else [grid]
-        orders = [np.rot90(g, r // 90).reshape(-1) for g in grids for r in self.rotations]
-        return tf.constant(np.stack(orders), tf.int32)
+        orders = [np.rot90(grid, r // 90) for r in self.rotations]
+        if self.flips:
+            orders += [order[:, ::-1] for order in orders]
+        return tf.constant(np.stack([order.reshape(-1) for order in orders]), tf.int32)
 
     def _transform(self, images, transform):
         shape = tf.shape(images)
