@@ -199,6 +199,7 @@ def main():
                 steps_per_epoch=args.steps // epochs, verbose=args.verbose)
     results = {"algo": args.algo, "train_splits": args.train_splits, "train_ways": args.train_ways,
                "train_classes": sampler.num_classes, "train_steps": args.steps,
+               "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1",
                "train_seconds": round(time.perf_counter() - start, 1)}
     if args.save:
         os.makedirs(os.path.dirname(os.path.abspath(args.save)), exist_ok=True)

@@ -41,7 +41,7 @@ Test tasks: the `small2` alphabets that `small1` lacks.
 
 train, test = omniglot.unseen_alphabet_split(train_splits=("small1",), test_split="small2")
 sampler = EpisodeSampler(train.images, train.labels, ways=20, shots=1, queries=5,
-                         rotations=(0, 90, 180, 270), seed=0)
+                         rotations=(0, 90, 180, 270), flips=True, seed=0)
 
 """
 ## The learner

@@ -21,7 +21,7 @@ from keras_meta.evaluation import evaluate_few_shot
 
 parser = argparse.ArgumentParser(description="Meta-train and evaluate a Prototypical Network on Omniglot.")
 parser.add_argument("--output-dir", default="runs/omniglot_protonet")
-parser.add_argument("--steps", type=int, default=1200, help="meta-training episodes")
+parser.add_argument("--steps", type=int, default=2400, help="meta-training episodes")
 parser.add_argument("--episodes", type=int, default=600, help="evaluation episodes per setting")
 args = parser.parse_args()
 keras.utils.set_random_seed(0)
@@ -30,16 +30,17 @@ keras.utils.set_random_seed(0)
 ## Data
 
 `small1` (Balinese, Early Aramaic, Greek, Korean, Latin) is for meta-training, with
-each character rotated by 90, 180 and 270 degrees counted as a new class. The test
+each character rotated by 90, 180 and 270 degrees, and the mirror image of each of
+these, counted as a new class: 8 classes per character. The test
 characters are those of `small2`'s alphabets that `small1` does not have: Japanese
 (katakana), Sanskrit and Tagalog.
 """
 
 train, test = omniglot.unseen_alphabet_split(train_splits=("small1",), test_split="small2")
-print(f"Training: {len(train.alphabets)} characters x 4 rotations; "
+print(f"Training: {len(train.alphabets)} characters x 4 rotations x 2 mirror images; "
       f"testing: {len(test.alphabets)} characters of {sorted(set(test.alphabets))}")
 sampler = EpisodeSampler(train.images, train.labels, ways=20, shots=1, queries=5,
-                         rotations=(0, 90, 180, 270), seed=0)
+                         rotations=(0, 90, 180, 270), flips=True, seed=0)
 
 """
 ## Meta-training

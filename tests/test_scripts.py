@@ -33,8 +33,9 @@ def test_omniglot_example_trains_evaluates_and_saves(tmp_path):
 def test_omniglot_benchmark_prints_one_json_line(tmp_path):
     save = str(tmp_path / "learner.keras")
     out = run_script("benchmarks/omniglot.py", "--steps", "10", "--eval-episodes", "10", "--save", save,
-                     "--verbose", "0")
+                     "--verbose", "0", "--flips")
     results = json.loads(out.strip().splitlines()[-1])
+    assert results["train_classes"] == 136 * 4 * 2  # small1's characters, rotated, and mirrored
     assert {"algo", "acc_5w1s", "ci95_5w1s", "acc_20w1s", "ci95_20w1s", "train_seconds"} <= set(results)
     assert results["test_alphabets"] == ["Japanese_(katakana)", "Sanskrit", "Tagalog"]
     assert os.path.exists(save)
@@ -138,5 +139,6 @@ def test_comparison_script_runs_missing_learners_and_writes_the_table(tmp_path):
     lines = results.read_text().splitlines()
     assert [json.loads(line)["algo"] for line in lines] == ["maml", "r2d2"]  # maml had a result: not rerun
     assert [row["learner"] for row in out["rows"]] == [f"r2d2 {options}", f"maml {options}"]
+    assert [row["onednn"] for row in out["rows"]] == ["on", "off"]  # the stored maml row has no oneDNN flag
     text = table.read_text()
     assert f"| r2d2 {options} |" in text and f"| maml {options} | 50.00% ± 1.00 |" in text
