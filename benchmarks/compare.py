@@ -36,7 +36,8 @@ evaluate 5-way. Inference is the wall time of `evaluate` per 5-way 1-shot episod
 on the CPU that ran the benchmark (`cpu` column); a `-` for inference means the run predates the
 script's timing of inference. Training times are wall times on a machine that sometimes ran
 other jobs at the same time: compare them loosely. Rows with oneDNN `off` were measured before keras-meta
-turned on TensorFlow's oneDNN CPU kernels, which made the same training 2-4x faster.
+turned on TensorFlow's oneDNN CPU kernels (the plain `protonet` run took 747 s then, with other jobs running,
+and 298 s with them, alone).
 
 | learner | 5-way 1-shot | 20-way 1-shot | training steps | training time (s) | inference (ms / episode) | cpu | oneDNN |
 |---|---|---|---|---|---|---|---|
@@ -82,7 +83,7 @@ def table(results):
         rows.append({"learner": name, "acc_5w1s": accuracy(r, 5), "acc_20w1s": accuracy(r, 20),
                      "train_steps": r.get("train_steps", "-"), "train_seconds": r.get("train_seconds", "-"),
                      "infer_ms": r.get(f"infer_ms_per_episode_{ways}w1s", "-"), "cpu": r.get("cpu", "-"),
-                "onednn": "on" if r.get("onednn") else "off"})
+                     "onednn": "on" if r.get("onednn") else "off"})
     lines = [f"| {row['learner']} | {row['acc_5w1s']} | {row['acc_20w1s']} | {row['train_steps']} | "
              f"{row['train_seconds']} | {row['infer_ms']} | {row['cpu']} | {row['onednn']} |" for row in rows]
     return HEADER + "\n".join(lines) + "\n", rows

@@ -115,9 +115,6 @@ def main():
         print(json.dumps(measure(args.one, args.warmup, args.iters, args.jit_compile, args.parallel_tasks)))
         return
     results = {"benchmark": "throughput", "cpu_count": os.cpu_count(), "parallel_tasks": args.parallel_tasks}
-    import keras_meta  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS for the measuring processes unless set)
-
-    results["onednn"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
     for name in args.workloads.split(","):
         if name not in WORKLOADS:
             parser.error(f"unknown workload {name!r}; choose from {sorted(WORKLOADS)}")
@@ -134,6 +131,7 @@ def main():
                 raise RuntimeError("TF_ENABLE_ONEDNN_OPTS did not reach the measuring processes as intended.")
             results[f"{name}_onednn_off_{unit}"] = round(off["per_s"], 3)
             results[f"{name}_onednn_vs_off"] = round(ours["per_s"] / off["per_s"], 2)
+        results["onednn"] = ours["onednn"]
         results[f"{name}_{unit}"] = round(ours["per_s"], 3)
         results[f"{name}_peak_rss_mb"] = round(ours["peak_rss_mb"])
         results[f"{name}_warmup_seconds"] = round(ours["warmup_seconds"], 1)
