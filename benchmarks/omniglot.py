@@ -66,7 +66,8 @@ def build_protonet(args):
 
 
 def build_matching(args):
-    return keras_meta.learners.MatchingNetwork(backbone(args), full_context_embeddings=args.fce)
+    scale = {} if args.cosine_scale is None else dict(cosine_scale=args.cosine_scale)
+    return keras_meta.learners.MatchingNetwork(backbone(args), full_context_embeddings=args.fce, **scale)
 
 
 def classifier(args):
@@ -148,6 +149,8 @@ def parse_args():
     parser.add_argument("--eval-episodes", type=int, default=600)
     parser.add_argument("--eval-queries", type=int, default=15)
     parser.add_argument("--fce", action="store_true", help="Matching Networks: full context embeddings")
+    parser.add_argument("--cosine-scale", type=float,
+                        help="Matching Networks: the scale of the cosine similarities (default: the learner's)")
     parser.add_argument("--flips", action="store_true",
                         help="the mirror image of each training class (and of its rotations) is a class too")
     parser.add_argument("--augment", action="store_true", help="random shift/rotation/zoom of training images")
@@ -167,6 +170,8 @@ def parse_args():
     if args.algo not in METRIC_BASED and (args.spatial_embedding or args.pretrain_epochs):
         parser.error(f"--spatial-embedding and --pretrain-epochs are for the metric learners "
                      f"({', '.join(METRIC_BASED)}), not --algo {args.algo}.")
+    if (args.fce or args.cosine_scale is not None) and args.algo != "matching":
+        parser.error(f"--fce and --cosine-scale are for --algo matching, not --algo {args.algo}.")
     if args.multi_step_loss and args.algo not in MULTI_STEP_LOSS_ALGOS:
         parser.error(f"--multi-step-loss is for {', '.join(MULTI_STEP_LOSS_ALGOS)}, not --algo {args.algo}.")
     return args

@@ -14,15 +14,19 @@ learn2learn, see `../shared/bench/README.md`) the same workload of
 `peer_learn2learn.py` runs right after ours, and the JSON line gets
 `..._vs_learn2learn` speed ratios; with `--onednn-off` each workload also runs
 with TensorFlow's oneDNN CPU kernels off (keras-meta turns them on), for
-`..._onednn_vs_off` ratios. Prints one JSON line.
+`..._onednn_vs_off` ratios. With `--repeats R` every measurement is taken R
+times, the variants of a workload alternating (ours, peer, ours, peer, ...),
+and the JSON line reports medians, with each round's ratio in
+`..._vs_learn2learn_runs` (the machines are noisy). Prints one JSON line.
 
-    python benchmarks/throughput.py --peer $HOME/l2lenv/bin/python --onednn-off
+    python benchmarks/throughput.py --peer $HOME/l2lenv/bin/python --onednn-off --repeats 3
 """
 
 import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -57,6 +61,11 @@ def measure(name, warmup, iters, jit_compile=False, parallel_tasks=1):
     }
     labels = np.tile(np.repeat(np.arange(w["ways"], dtype=np.int32), w["queries"]), (pool, 1))
     data = tf.data.Dataset.from_tensor_slices((inputs, labels)).repeat().batch(w["meta_batch"]).prefetch(2)
+    # Without autotuning: deleting an autotuned iterator waits for tf.data's tuning thread, whose sleeps
+    # double from 10 ms, so `fit` returned only at 20.47 s (10 ms x 2047) after 13.4 s of steps.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    data = data.with_options(options)
     if w["algo"] == "protonet":
         learner = keras_meta.learners.PrototypicalNetwork(keras_meta.models.conv4())
     else:
@@ -109,38 +118,63 @@ def main():
     parser.add_argument("--parallel-tasks", type=int, default=1, help="MAML's `parallel_tasks`")
     parser.add_argument("--onednn-off", action="store_true",
                         help="also measure each workload with TensorFlow's oneDNN CPU kernels off")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="measure each variant this many times, alternating, and report medians")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one workload in this process
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(args.one, args.warmup, args.iters, args.jit_compile, args.parallel_tasks)))
         return
-    results = {"benchmark": "throughput", "cpu_count": os.cpu_count(), "parallel_tasks": args.parallel_tasks}
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    results = {"benchmark": "throughput", "cpu_count": os.cpu_count(), "parallel_tasks": args.parallel_tasks,
+               "repeats": args.repeats}
     for name in args.workloads.split(","):
         if name not in WORKLOADS:
             parser.error(f"unknown workload {name!r}; choose from {sorted(WORKLOADS)}")
-        ours = run_ours(name, args)
-        unit = UNIT.get(name, "tasks_per_s")
+    for name in args.workloads.split(","):
+        results.update(measure_workload(name, args))
+    print(json.dumps(results))
+
+
+def measure_workload(name, args):
+    """`args.repeats` rounds of every variant of one workload, alternating; medians as JSON fields."""
+    unit = UNIT.get(name, "tasks_per_s")
+    rounds = {"ours": [], "xla": [], "off": [], "peer": []}
+    for _ in range(args.repeats):
+        rounds["ours"].append(run_ours(name, args))
         if args.jit_compile:
-            xla = run_ours(name, args, "--jit-compile")
-            results[f"{name}_xla_{unit}"] = round(xla["per_s"], 3)
-            results[f"{name}_xla_warmup_seconds"] = round(xla["warmup_seconds"], 1)
-            results[f"{name}_xla_vs_graph"] = round(xla["per_s"] / ours["per_s"], 2)
+            rounds["xla"].append(run_ours(name, args, "--jit-compile"))
         if args.onednn_off:
             off = run_ours(name, args, onednn=False)
-            if off["onednn"] or not ours["onednn"]:
+            if off["onednn"] or not rounds["ours"][-1]["onednn"]:
                 raise RuntimeError("TF_ENABLE_ONEDNN_OPTS did not reach the measuring processes as intended.")
-            results[f"{name}_onednn_off_{unit}"] = round(off["per_s"], 3)
-            results[f"{name}_onednn_vs_off"] = round(ours["per_s"] / off["per_s"], 2)
-        results["onednn"] = ours["onednn"]
-        results[f"{name}_{unit}"] = round(ours["per_s"], 3)
-        results[f"{name}_peak_rss_mb"] = round(ours["peak_rss_mb"])
-        results[f"{name}_warmup_seconds"] = round(ours["warmup_seconds"], 1)
+            rounds["off"].append(off)
         if args.peer:
             peer = run_peer(args.peer, name, args.iters)
-            results[f"{name}_learn2learn_{unit}"] = round(peer["throughput_per_s"], 3)
-            results[f"{name}_learn2learn_peak_rss_mb"] = round(peer["peak_rss_mib"])
-            results[f"{name}_vs_learn2learn"] = round(ours["per_s"] / peer["throughput_per_s"], 2)
-    print(json.dumps(results))
+            rounds["peer"].append({"per_s": peer["throughput_per_s"], "peak_rss_mb": peer["peak_rss_mib"]})
+
+    def median(variant, key="per_s"):
+        return statistics.median(run[key] for run in rounds[variant])
+
+    ours = median("ours")
+    results = {"onednn": rounds["ours"][0]["onednn"], f"{name}_{unit}": round(ours, 3),
+               f"{name}_peak_rss_mb": round(median("ours", "peak_rss_mb")),
+               f"{name}_warmup_seconds": round(median("ours", "warmup_seconds"), 1)}
+    if args.jit_compile:
+        results[f"{name}_xla_{unit}"] = round(median("xla"), 3)
+        results[f"{name}_xla_warmup_seconds"] = round(median("xla", "warmup_seconds"), 1)
+        results[f"{name}_xla_vs_graph"] = round(median("xla") / ours, 2)
+    if args.onednn_off:
+        results[f"{name}_onednn_off_{unit}"] = round(median("off"), 3)
+        results[f"{name}_onednn_vs_off"] = round(ours / median("off"), 2)
+    if args.peer:
+        results[f"{name}_learn2learn_{unit}"] = round(median("peer"), 3)
+        results[f"{name}_learn2learn_peak_rss_mb"] = round(median("peer", "peak_rss_mb"))
+        results[f"{name}_vs_learn2learn"] = round(ours / median("peer"), 2)
+        results[f"{name}_vs_learn2learn_runs"] = [
+            round(a["per_s"] / b["per_s"], 2) for a, b in zip(rounds["ours"], rounds["peer"])]
+    return results
 
 
 if __name__ == "__main__":

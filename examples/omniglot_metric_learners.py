@@ -48,9 +48,11 @@ sampler = EpisodeSampler(train.images, train.labels, ways=20, shots=1, queries=5
 
 Every learner embeds images with the conv4 backbone; they differ in how the support set
 turns into a classifier (attention, a ridge-regression solve, generated weights).
+R2D2's ridge solve gains from a wide embedding, so for it conv4 keeps the 3x3 layout of
+its last block (576 features instead of 64).
 """
 
-backbone = keras_meta.models.conv4(input_shape=(28, 28, 1))
+backbone = keras_meta.models.conv4(input_shape=(28, 28, 1), pool_last_block=args.learner != "r2d2")
 learner = {
     "matching": lambda: keras_meta.learners.MatchingNetwork(backbone, full_context_embeddings=args.fce),
     "r2d2": lambda: keras_meta.learners.R2D2(backbone),

@@ -8,8 +8,8 @@ another backend), it raises instead of overriding that choice silently.
 
 It also turns on TensorFlow's oneDNN CPU kernels, which TensorFlow leaves off
 on CPUs without the newer AVX-512 (VNNI, BF16) or AMX instructions, AVX2-only
-CPUs among them: on a 2-core AVX2 CPU, Prototypical Networks and
-first-order MAML meta-trained about 2x faster with them
+CPUs among them: on a 2-core AVX2 CPU, Prototypical Networks
+meta-trained about 2x faster or more with them
 (``benchmarks/throughput.py --onednn-off``). TensorFlow reads ``TF_ENABLE_ONEDNN_OPTS``
 once, when it is first imported, so this works when keras_meta is imported
 before TensorFlow and Keras; a value the user set is kept.

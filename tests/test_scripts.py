@@ -55,6 +55,16 @@ def test_omniglot_benchmark_rejects_metric_learner_flags_for_gradient_learners()
     result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/omniglot.py"), "--algo", "reptile",
                              "--multi-step-loss"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 2 and "--multi-step-loss is for maml" in result.stderr
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/omniglot.py"), "--algo", "r2d2",
+                             "--cosine-scale", "10"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and "--cosine-scale are for --algo matching" in result.stderr
+
+
+def test_omniglot_benchmark_sets_the_matching_cosine_scale(tmp_path):
+    save = str(tmp_path / "matching.keras")
+    run_script("benchmarks/omniglot.py", "--algo", "matching", "--cosine-scale", "30", "--steps", "2",
+               "--eval-episodes", "2", "--save", save, "--verbose", "0")
+    assert keras.saving.load_model(save).cosine_scale == 30.0
 
 
 def last_json_line(out):
@@ -97,6 +107,18 @@ def test_throughput_benchmark_measures_onednn_off_too():
     assert abs(results["protonet_onednn_vs_off"] - ratio) <= 0.01 + 0.01 * ratio
 
 
+def test_throughput_benchmark_repeats_and_reports_the_median():
+    results = last_json_line(run_script("benchmarks/throughput.py", "--workloads", "protonet", "--repeats", "2",
+                                        "--warmup", "1", "--iters", "1"))
+    assert results["repeats"] == 2 and results["protonet_episodes_per_s"] > 0
+
+
+def test_throughput_benchmark_rejects_zero_repeats():
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/throughput.py"), "--repeats", "0"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--repeats must be at least 1" in result.stderr
+
+
 def test_sine_example_writes_a_plot(tmp_path):
     out = run_script("examples/sine_maml.py", "--output-dir", str(tmp_path), "--steps", "20")
     assert (tmp_path / "adapted_curves.png").stat().st_size > 10000
@@ -127,6 +149,14 @@ def test_metric_learners_example_trains_adapts_and_saves(tmp_path):
     classifier = keras.saving.load_model(str(tmp_path / "adapted_5way_classifier.keras"))  # standard layers only
     assert classifier.predict(np.zeros((2, 28, 28, 1), "float32"), verbose=0).shape == (2, 5)
     assert keras.saving.load_model(str(tmp_path / "metanet.keras")).ways == 20
+
+
+def test_metric_learners_example_gives_r2d2_the_wide_embedding(tmp_path):
+    run_script("examples/omniglot_metric_learners.py", "--learner", "r2d2", "--output-dir", str(tmp_path),
+               "--steps", "2", "--episodes", "4")
+    assert keras.saving.load_model(str(tmp_path / "r2d2.keras")).embedding_size == 576
+    classifier = keras.saving.load_model(str(tmp_path / "adapted_5way_classifier.keras"))
+    assert classifier.predict(np.zeros((2, 28, 28, 1), "float32"), verbose=0).shape == (2, 5)
 
 
 def test_comparison_script_runs_missing_learners_and_writes_the_table(tmp_path):
