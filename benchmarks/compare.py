@@ -33,7 +33,8 @@ used those on top), and is evaluated on the same 600 fixed episodes of the
 `small2` alphabets that `small1` lacks (accuracy and 95% confidence interval, 15 queries per class).
 Metric-based learners train 20-way and are also evaluated 20-way; gradient-based learners train and
 evaluate 5-way. Inference is the wall time of `evaluate` per 5-way 1-shot episode (adaptation included),
-on the CPU that ran the benchmark (`cpu` column); a `-` for inference means the run predates the
+on the CPU that ran the benchmark (`cpu` column: rows without a vector extension ran before it was recorded,
+the latest of them on AVX2 machines; an AVX-512 machine evaluated the same network 1.8x as fast); a `-` for inference means the run predates the
 script's timing of inference. Training times are wall times on a machine that sometimes ran
 other jobs at the same time: compare them loosely. Rows with oneDNN `off` were measured before keras-meta
 turned on TensorFlow's oneDNN CPU kernels (the plain `protonet` run took 747 s then, with other jobs running,
@@ -56,9 +57,21 @@ def run(algo, extra):
     print("running:", " ".join(command), file=sys.stderr, flush=True)
     output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     result = json.loads(output.strip().splitlines()[-1])
-    result["cpu"] = f"{os.cpu_count()} cores"
+    result["cpu"] = cpu_description()
     result["options"] = " ".join(extra)  # settings other than the defaults: part of the row's name
     return result
+
+
+def cpu_description():
+    """`N cores`, plus `AVX-512` or `AVX2` when /proc/cpuinfo tells: the two train at very different speeds."""
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        pass
+    vector = "AVX-512" if " avx512f" in flags else "AVX2" if " avx2" in flags else None
+    return f"{os.cpu_count()} cores" + (f", {vector}" if vector else "")
 
 
 def row_name(result):

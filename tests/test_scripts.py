@@ -1,5 +1,6 @@
 """The example and benchmark scripts run end to end (with tiny settings)."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -107,10 +108,32 @@ def test_throughput_benchmark_measures_onednn_off_too():
     assert abs(results["protonet_onednn_vs_off"] - ratio) <= 0.01 + 0.01 * ratio
 
 
-def test_throughput_benchmark_repeats_and_reports_the_median():
-    results = last_json_line(run_script("benchmarks/throughput.py", "--workloads", "protonet", "--repeats", "2",
-                                        "--warmup", "1", "--iters", "1"))
-    assert results["repeats"] == 2 and results["protonet_episodes_per_s"] > 0
+def test_throughput_benchmark_alternates_repeats_and_reports_medians(monkeypatch):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import throughput
+    finally:
+        sys.path.pop(0)
+    calls = []
+    ours, peer = iter([1.0, 3.0, 2.0]), iter([2.0, 2.0, 4.0])
+
+    def fake_ours(name, args, *extra, onednn=True):
+        calls.append("ours")
+        return {"per_s": next(ours), "peak_rss_mb": 900.0, "warmup_seconds": 1.0, "onednn": True}
+
+    def fake_peer(python, name, iters):
+        calls.append("peer")
+        return {"throughput_per_s": next(peer), "peak_rss_mib": 600.0}
+
+    monkeypatch.setattr(throughput, "run_ours", fake_ours)
+    monkeypatch.setattr(throughput, "run_peer", fake_peer)
+    args = argparse.Namespace(repeats=3, jit_compile=False, onednn_off=False, peer="python", iters=1)
+    results = throughput.measure_workload("maml_k1", args)
+    assert calls == ["ours", "peer"] * 3
+    assert results["maml_k1_tasks_per_s"] == 2.0 and results["maml_k1_learn2learn_tasks_per_s"] == 2.0
+    assert results["maml_k1_vs_learn2learn"] == 1.0
+    assert results["maml_k1_vs_learn2learn_runs"] == [0.5, 1.5, 0.5]
+    assert results["maml_k1_peak_rss_mb"] == 900 and results["maml_k1_learn2learn_peak_rss_mb"] == 600
 
 
 def test_throughput_benchmark_rejects_zero_repeats():
