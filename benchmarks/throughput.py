@@ -129,10 +129,11 @@ def main():
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     results = {"benchmark": "throughput", "cpu_count": os.cpu_count(), "parallel_tasks": args.parallel_tasks,
                "repeats": args.repeats}
-    for name in args.workloads.split(","):
-        if name not in WORKLOADS:
-            parser.error(f"unknown workload {name!r}; choose from {sorted(WORKLOADS)}")
-    for name in args.workloads.split(","):
+    names = args.workloads.split(",")
+    unknown = [name for name in names if name not in WORKLOADS]
+    if unknown:
+        parser.error(f"unknown workloads {unknown}; choose from {sorted(WORKLOADS)}")
+    for name in names:
         results.update(measure_workload(name, args))
     print(json.dumps(results))
 

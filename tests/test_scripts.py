@@ -136,10 +136,13 @@ def test_throughput_benchmark_alternates_repeats_and_reports_medians(monkeypatch
     assert results["maml_k1_peak_rss_mb"] == 900 and results["maml_k1_learn2learn_peak_rss_mb"] == 600
 
 
-def test_throughput_benchmark_rejects_zero_repeats():
+def test_throughput_benchmark_rejects_bad_repeats_and_workloads():
     result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/throughput.py"), "--repeats", "0"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "--repeats must be at least 1" in result.stderr
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/throughput.py"), "--workloads",
+                             "protonet,maml_k2"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "unknown workloads ['maml_k2']" in result.stderr
 
 
 def test_sine_example_writes_a_plot(tmp_path):
