@@ -20,6 +20,7 @@ import time
 import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_meta.data import EpisodeSampler
 from keras_meta.datasets import omniglot
@@ -77,7 +78,7 @@ def classifier(args):
 
 def gradient_options(args):
     return dict(inner_learning_rate=args.inner_lr, inner_steps=args.inner_steps,
-                eval_inner_steps=args.eval_inner_steps)
+                eval_inner_steps=args.eval_inner_steps, parallel_tasks=args.parallel_tasks)
 
 
 MULTI_STEP_LOSS_ALGOS = ("maml", "fomaml", "metasgd", "anil")  # MAML and its subclasses
@@ -159,6 +160,11 @@ def parse_args():
                         help="metric learners: no max-pool after conv4's last block (3x3x64 embedding)")
     parser.add_argument("--pretrain-epochs", type=int, default=0,
                         help="metric learners: epochs of whole-class pre-training of the backbone first")
+    parser.add_argument("--parallel-tasks", type=int, default=1,
+                        help="gradient-based learners: tasks of a batch adapted at once (`parallel_tasks`)")
+    parser.add_argument("--intra-op-threads", type=int,
+                        help="threads per TensorFlow op (default: TensorFlow's); 1 with --parallel-tasks set to the "
+                             "number of cores runs one task per core")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", help="write the meta-trained learner to this .keras file")
     parser.add_argument("--verbose", type=int, default=2, help="Keras verbosity of training")
@@ -172,6 +178,10 @@ def parse_args():
                      f"({', '.join(METRIC_BASED)}), not --algo {args.algo}.")
     if (args.fce or args.cosine_scale is not None) and args.algo != "matching":
         parser.error(f"--fce and --cosine-scale are for --algo matching, not --algo {args.algo}.")
+    if args.parallel_tasks != 1 and args.algo in METRIC_BASED + ("reptile",):
+        parser.error(f"--parallel-tasks is for the learners that adapt several tasks at once, not --algo {args.algo}.")
+    if args.parallel_tasks < 1 or (args.intra_op_threads is not None and args.intra_op_threads < 1):
+        parser.error("--parallel-tasks and --intra-op-threads must be at least 1.")
     if args.multi_step_loss and args.algo not in MULTI_STEP_LOSS_ALGOS:
         parser.error(f"--multi-step-loss is for {', '.join(MULTI_STEP_LOSS_ALGOS)}, not --algo {args.algo}.")
     return args
@@ -179,6 +189,8 @@ def parse_args():
 
 def main():
     args = parse_args()
+    if args.intra_op_threads:  # before TensorFlow runs its first op
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
     keras.utils.set_random_seed(args.seed)
     train, test = omniglot.unseen_alphabet_split(tuple(args.train_splits.split(",")))
     sampler = EpisodeSampler(

@@ -17,9 +17,14 @@ with TensorFlow's oneDNN CPU kernels off (keras-meta turns them on), for
 `..._onednn_vs_off` ratios. With `--repeats R` every measurement is taken R
 times, the variants of a workload alternating (ours, peer, ours, peer, ...),
 and the JSON line reports medians, with each round's ratio in
-`..._vs_learn2learn_runs` (the machines are noisy). Prints one JSON line.
+`..._vs_learn2learn_runs` (the machines are noisy). Ops run on 2 threads by
+default; `--intra-op-threads 1 --parallel-tasks 2` runs the MAML workloads two
+tasks at a time, one core each (docs/gradient_based_learners.md, "Speed on
+CPUs"); ProtoNet, one episode per step, keeps 2 threads per op. Prints one
+JSON line.
 
     python benchmarks/throughput.py --peer $HOME/l2lenv/bin/python --onednn-off --repeats 3
+    python benchmarks/throughput.py --peer $HOME/l2lenv/bin/python --repeats 3 --intra-op-threads 1 --parallel-tasks 2
 """
 
 import argparse
@@ -42,7 +47,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PEER_SCRIPT = os.path.join(HERE, "..", "..", "shared", "bench", "peer_learn2learn.py")
 
 
-def measure(name, warmup, iters, jit_compile=False, parallel_tasks=1):
+def measure(name, warmup, iters, jit_compile=False, parallel_tasks=1, intra_op_threads=2):
     """Runs one workload in this process; returns tasks (or episodes) per second and peak RSS."""
     import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
     import keras
@@ -50,8 +55,8 @@ def measure(name, warmup, iters, jit_compile=False, parallel_tasks=1):
     import tensorflow as tf
 
     tf.config.threading.set_inter_op_parallelism_threads(2)
-    tf.config.threading.set_intra_op_parallelism_threads(2)
     w = WORKLOADS[name]
+    tf.config.threading.set_intra_op_parallelism_threads(2 if w["algo"] == "protonet" else intra_op_threads)
     rng = np.random.default_rng(0)
     pool = 64
     inputs = {
@@ -91,7 +96,7 @@ def measure(name, warmup, iters, jit_compile=False, parallel_tasks=1):
 def run_ours(name, args, *extra, onednn=True):
     """Measures one workload of keras-meta in a fresh process (`onednn=False`: TF_ENABLE_ONEDNN_OPTS=0)."""
     command = [sys.executable, __file__, "--one", name, "--warmup", str(args.warmup), "--iters", str(args.iters),
-               "--parallel-tasks", str(args.parallel_tasks), *extra]
+               "--parallel-tasks", str(args.parallel_tasks), "--intra-op-threads", str(args.intra_op_threads), *extra]
     env = None if onednn else dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0")
     out = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -116,6 +121,8 @@ def main():
     parser.add_argument("--jit-compile", action="store_true",
                         help="also measure each workload with compile(jit_compile=True) (XLA)")
     parser.add_argument("--parallel-tasks", type=int, default=1, help="MAML's `parallel_tasks`")
+    parser.add_argument("--intra-op-threads", type=int, default=2,
+                        help="threads per TensorFlow op in the MAML workloads (ProtoNet keeps 2)")
     parser.add_argument("--onednn-off", action="store_true",
                         help="also measure each workload with TensorFlow's oneDNN CPU kernels off")
     parser.add_argument("--repeats", type=int, default=1,
@@ -123,12 +130,15 @@ def main():
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one workload in this process
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.warmup, args.iters, args.jit_compile, args.parallel_tasks)))
+        print(json.dumps(measure(args.one, args.warmup, args.iters, args.jit_compile, args.parallel_tasks,
+                                 args.intra_op_threads)))
         return
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    if args.parallel_tasks < 1 or args.intra_op_threads < 1:
+        parser.error("--parallel-tasks and --intra-op-threads must be at least 1.")
     results = {"benchmark": "throughput", "cpu_count": os.cpu_count(), "parallel_tasks": args.parallel_tasks,
-               "repeats": args.repeats}
+               "intra_op_threads": args.intra_op_threads, "repeats": args.repeats}
     names = args.workloads.split(",")
     unknown = [name for name in names if name not in WORKLOADS]
     if unknown:

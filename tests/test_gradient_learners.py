@@ -177,11 +177,31 @@ def test_maml_meta_learns_sinusoid_regression():
         (lambda: learners.iMAML(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), regularization=0),
          "regularization"),
         (lambda: learners.LearnableOptimizer(granularity="row"), "granularity"),
+        (lambda: learners.MAML(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), parallel_tasks=0),
+         "positive integer"),
     ],
 )
 def test_bad_arguments_get_clear_errors(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.mark.parametrize("name", ["maml", "imaml"])
+def test_parallel_tasks_change_nothing_but_speed(name):
+    results = []
+    for parallel_tasks in (1, 3):
+        keras.utils.set_random_seed(0)
+        learner = LEARNERS[name](batch_norm_first_model())
+        learner.parallel_tasks = parallel_tasks
+        learner.compile(optimizer=keras.optimizers.SGD(0.1), loss=CE)
+        inputs, labels = classification_episode(num_tasks=5, seed=1)
+        learner.train_on_batch(inputs, labels)
+        results.append((learner.get_weights(), learner.predict_on_batch(inputs)))
+    (weights_1, predictions_1), (weights_3, predictions_3) = results
+    assert len(weights_1) == len(weights_3) > 0
+    for one, three in zip(weights_1, weights_3):
+        np.testing.assert_allclose(three, one, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predictions_3, predictions_1, rtol=1e-5, atol=1e-6)
 
 
 def test_missing_loss_and_bad_support_sets_get_clear_errors():

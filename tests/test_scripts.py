@@ -59,6 +59,9 @@ def test_omniglot_benchmark_rejects_metric_learner_flags_for_gradient_learners()
     result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/omniglot.py"), "--algo", "r2d2",
                              "--cosine-scale", "10"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 2 and "--cosine-scale are for --algo matching" in result.stderr
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/omniglot.py"), "--algo", "protonet",
+                             "--parallel-tasks", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and "--parallel-tasks is for the learners" in result.stderr
 
 
 def test_omniglot_benchmark_sets_the_matching_cosine_scale(tmp_path):
@@ -79,7 +82,8 @@ def test_sine_benchmark_prints_the_mse_after_1_5_10_steps():
 
 
 def test_omniglot_benchmark_runs_gradient_based_learners(tmp_path):
-    for algo, options in (("maml", ["--multi-step-loss"]), ("reptile", []), ("imaml", ["--meta-batch", "2"])):
+    maml_options = ["--multi-step-loss", "--parallel-tasks", "2", "--intra-op-threads", "1"]
+    for algo, options in (("maml", maml_options), ("reptile", []), ("imaml", ["--meta-batch", "2"])):
         save = str(tmp_path / f"{algo}.keras")
         results = last_json_line(run_script("benchmarks/omniglot.py", "--algo", algo, "--steps", "2", *options,
                                             "--eval-episodes", "4", "--eval-inner-steps", "1", "--save", save,
@@ -88,15 +92,17 @@ def test_omniglot_benchmark_runs_gradient_based_learners(tmp_path):
         reloaded = keras.saving.load_model(save)
         assert reloaded.eval_inner_steps == 1
         if algo == "maml":
-            assert reloaded.multi_step_loss
+            assert reloaded.multi_step_loss and reloaded.parallel_tasks == 2
         if algo == "imaml":
             assert (reloaded.regularization, reloaded.cg_steps) == (2.0, 5)
 
 
 def test_throughput_benchmark_prints_tasks_per_second_and_memory():
     results = last_json_line(run_script("benchmarks/throughput.py", "--workloads", "fomaml_k1,protonet",
-                                        "--warmup", "1", "--iters", "1"))
+                                        "--warmup", "1", "--iters", "1", "--intra-op-threads", "1",
+                                        "--parallel-tasks", "2"))
     assert results["fomaml_k1_tasks_per_s"] > 0 and results["protonet_episodes_per_s"] > 0
+    assert (results["intra_op_threads"], results["parallel_tasks"]) == (1, 2)
     assert results["fomaml_k1_peak_rss_mb"] > 100
 
 
@@ -143,6 +149,9 @@ def test_throughput_benchmark_rejects_bad_repeats_and_workloads():
     result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/throughput.py"), "--workloads",
                              "protonet,maml_k2"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "unknown workloads ['maml_k2']" in result.stderr
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/throughput.py"), "--intra-op-threads",
+                             "0"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--intra-op-threads must be at least 1" in result.stderr
 
 
 def test_sine_example_writes_a_plot(tmp_path):
