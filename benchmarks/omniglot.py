@@ -178,10 +178,10 @@ def parse_args():
                      f"({', '.join(METRIC_BASED)}), not --algo {args.algo}.")
     if (args.fce or args.cosine_scale is not None) and args.algo != "matching":
         parser.error(f"--fce and --cosine-scale are for --algo matching, not --algo {args.algo}.")
-    if args.parallel_tasks != 1 and args.algo in METRIC_BASED + ("reptile",):
-        parser.error(f"--parallel-tasks is for the learners that adapt several tasks at once, not --algo {args.algo}.")
     if args.parallel_tasks < 1 or (args.intra_op_threads is not None and args.intra_op_threads < 1):
         parser.error("--parallel-tasks and --intra-op-threads must be at least 1.")
+    if args.parallel_tasks != 1 and args.algo in METRIC_BASED + ("reptile",):
+        parser.error(f"--parallel-tasks is for the learners that adapt several tasks at once, not --algo {args.algo}.")
     if args.multi_step_loss and args.algo not in MULTI_STEP_LOSS_ALGOS:
         parser.error(f"--multi-step-loss is for {', '.join(MULTI_STEP_LOSS_ALGOS)}, not --algo {args.algo}.")
     return args

@@ -20,11 +20,12 @@ and the JSON line reports medians, with each round's ratio in
 `..._vs_learn2learn_runs` (the machines are noisy). Ops run on 2 threads by
 default; `--intra-op-threads 1 --parallel-tasks 2` runs the MAML workloads two
 tasks at a time, one core each (docs/gradient_based_learners.md, "Speed on
-CPUs"); ProtoNet, one episode per step, keeps 2 threads per op. Prints one
-JSON line.
+CPUs"). ProtoNet, one episode per step, is slower with one thread per op, so
+measure it in a run of its own with the default. Prints one JSON line.
 
     python benchmarks/throughput.py --peer $HOME/l2lenv/bin/python --onednn-off --repeats 3
-    python benchmarks/throughput.py --peer $HOME/l2lenv/bin/python --repeats 3 --intra-op-threads 1 --parallel-tasks 2
+    python benchmarks/throughput.py --peer $HOME/l2lenv/bin/python --repeats 3 --intra-op-threads 1 --parallel-tasks 2 \
+        --workloads maml_k1,maml_k5,fomaml_k1
 """
 
 import argparse
@@ -55,8 +56,8 @@ def measure(name, warmup, iters, jit_compile=False, parallel_tasks=1, intra_op_t
     import tensorflow as tf
 
     tf.config.threading.set_inter_op_parallelism_threads(2)
+    tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
     w = WORKLOADS[name]
-    tf.config.threading.set_intra_op_parallelism_threads(2 if w["algo"] == "protonet" else intra_op_threads)
     rng = np.random.default_rng(0)
     pool = 64
     inputs = {
@@ -122,7 +123,7 @@ def main():
                         help="also measure each workload with compile(jit_compile=True) (XLA)")
     parser.add_argument("--parallel-tasks", type=int, default=1, help="MAML's `parallel_tasks`")
     parser.add_argument("--intra-op-threads", type=int, default=2,
-                        help="threads per TensorFlow op in the MAML workloads (ProtoNet keeps 2)")
+                        help="threads per TensorFlow op")
     parser.add_argument("--onednn-off", action="store_true",
                         help="also measure each workload with TensorFlow's oneDNN CPU kernels off")
     parser.add_argument("--repeats", type=int, default=1,

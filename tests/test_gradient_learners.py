@@ -28,12 +28,12 @@ def classification_episode(num_tasks=2, support_shift=0.0, seed=0):
 
 
 LEARNERS = {
-    "maml": lambda m: learners.MAML(m, inner_learning_rate=0.1, inner_steps=2),
-    "fomaml": lambda m: learners.MAML(m, inner_learning_rate=0.1, inner_steps=2, first_order=True),
-    "metasgd": lambda m: learners.MetaSGD(m, inner_learning_rate=0.1, inner_steps=1),
-    "anil": lambda m: learners.ANIL(m, inner_learning_rate=0.1, inner_steps=2),
-    "reptile": lambda m: learners.Reptile(m, inner_optimizer=keras.optimizers.SGD(0.1), inner_steps=2),
-    "imaml": lambda m: learners.iMAML(m, inner_learning_rate=0.1, inner_steps=2, cg_steps=2),
+    "maml": lambda m, **kw: learners.MAML(m, inner_learning_rate=0.1, inner_steps=2, **kw),
+    "fomaml": lambda m, **kw: learners.MAML(m, inner_learning_rate=0.1, inner_steps=2, first_order=True, **kw),
+    "metasgd": lambda m, **kw: learners.MetaSGD(m, inner_learning_rate=0.1, inner_steps=1, **kw),
+    "anil": lambda m, **kw: learners.ANIL(m, inner_learning_rate=0.1, inner_steps=2, **kw),
+    "reptile": lambda m, **kw: learners.Reptile(m, inner_optimizer=keras.optimizers.SGD(0.1), inner_steps=2, **kw),
+    "imaml": lambda m, **kw: learners.iMAML(m, inner_learning_rate=0.1, inner_steps=2, cg_steps=2, **kw),
 }
 
 
@@ -191,8 +191,7 @@ def test_parallel_tasks_change_nothing_but_speed(name):
     results = []
     for parallel_tasks in (1, 3):
         keras.utils.set_random_seed(0)
-        learner = LEARNERS[name](batch_norm_first_model())
-        learner.parallel_tasks = parallel_tasks
+        learner = LEARNERS[name](batch_norm_first_model(), parallel_tasks=parallel_tasks)
         learner.compile(optimizer=keras.optimizers.SGD(0.1), loss=CE)
         inputs, labels = classification_episode(num_tasks=5, seed=1)
         learner.train_on_batch(inputs, labels)

@@ -62,6 +62,9 @@ def test_omniglot_benchmark_rejects_metric_learner_flags_for_gradient_learners()
     result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/omniglot.py"), "--algo", "protonet",
                              "--parallel-tasks", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 2 and "--parallel-tasks is for the learners" in result.stderr
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/omniglot.py"), "--algo", "maml",
+                             "--parallel-tasks", "0"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and "--parallel-tasks and --intra-op-threads must be at least 1" in result.stderr
 
 
 def test_omniglot_benchmark_sets_the_matching_cosine_scale(tmp_path):
