@@ -8,6 +8,8 @@ import tensorflow as tf
 from keras_meta import metrics, ops
 from keras_meta.learners import LearnableOptimizer
 
+BATCH_NORM_CALL = keras.layers.BatchNormalization.call
+
 
 def dense_model():
     keras.utils.set_random_seed(0)
@@ -63,6 +65,60 @@ def test_magic_box_is_one_with_the_gradient_of_its_argument():
     # Second order (DiCE): d/dx (box * 2x) = 2 + (2x)^2 on the diagonal.
     second = tape.jacobian(first, x)
     np.testing.assert_allclose(np.diag(second.numpy()), 2 + (2 * x.numpy()) ** 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(6, 5, 5, 3), (6, 3), (6, 4, 3)])
+def test_fused_batch_norm_gives_keras_outputs_and_moving_statistics(shape):
+    """Images, vectors and sequences: the fused op's outputs and new moving statistics are Keras' own."""
+    keras.utils.set_random_seed(0)
+    layer = keras.layers.BatchNormalization(momentum=0.5)
+    x = tf.constant(np.random.default_rng(0).normal(2.0, 3.0, size=shape), tf.float32)
+    layer.build(x.shape)
+    layer.gamma.assign(np.linspace(0.5, 1.5, 3))
+    layer.beta.assign(np.linspace(-1.0, 1.0, 3))
+    trainable = [tf.convert_to_tensor(v) for v in layer.trainable_variables]
+    state = [tf.convert_to_tensor(v) for v in layer.non_trainable_variables]
+    expected, expected_state = layer.stateless_call(trainable, state, x, training=True)
+
+    @tf.function
+    def fused():
+        with ops.fused_batch_norm():
+            return layer.stateless_call(trainable, state, x, training=True)
+
+    assert "FusedBatchNormV3" in {op.type for op in fused.get_concrete_function().graph.get_operations()}
+    outputs, new_state = fused()
+    np.testing.assert_allclose(outputs.numpy(), expected.numpy(), rtol=1e-4, atol=1e-4)
+    for got, want in zip(new_state, expected_state):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4)
+    assert keras.layers.BatchNormalization.call is BATCH_NORM_CALL  # restored on exit
+
+
+def test_fused_batch_norm_leaves_what_the_op_cannot_do_to_keras():
+    """Inference, float64 and masks run Keras' layer (with exact moments); nested contexts restore the layer."""
+    layer = keras.layers.BatchNormalization()
+    x = tf.constant(np.random.default_rng(1).normal(size=(4, 3)))
+    layer.build(x.shape)
+
+    def op_types(fn):
+        return {op.type for op in tf.function(fn).get_concrete_function().graph.get_operations()}
+
+    with ops.fused_batch_norm():
+        with ops.fused_batch_norm():
+            assert "FusedBatchNormV3" in op_types(lambda: layer(tf.cast(x, tf.float32), training=True))
+            assert "FusedBatchNormV3" not in op_types(lambda: layer(tf.cast(x, tf.float32), training=False))
+        assert keras.layers.BatchNormalization.call is not BATCH_NORM_CALL  # the outer context still holds
+        keras.config.set_dtype_policy("float64")
+        try:
+            layer64 = keras.layers.BatchNormalization()
+        finally:
+            keras.config.set_dtype_policy("float32")
+        assert "FusedBatchNormV3" not in op_types(lambda: layer64(x, training=True))
+        mask = tf.constant([[True, True, False, True]])
+        sequence = tf.cast(x, tf.float32)[None]
+        masked = keras.layers.BatchNormalization()
+        masked.build(sequence.shape)
+        assert "FusedBatchNormV3" not in op_types(lambda: masked(sequence, training=True, mask=mask))
+    assert keras.layers.BatchNormalization.call is BATCH_NORM_CALL
 
 
 @pytest.mark.parametrize("granularity, rate_shapes", [("parameter", [(3, 2), (2,)]), ("tensor", [(), ()]),

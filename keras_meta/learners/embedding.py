@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_meta.learners.base import MetaLearner, class_labels, replicas, unpack_episode
+from keras_meta.ops.batch_norm import fused_batch_norm
 
 MASKED_LOGIT = -1e9
 
@@ -86,7 +87,8 @@ class EmbeddingMetaLearner(MetaLearner):
         flat = tf.concat(
             [tf.reshape(support_x, [-1, *feature_shape]), tf.reshape(query_x, [-1, *feature_shape])], axis=0
         )
-        embeddings = self.backbone(flat, training=training)
+        with fused_batch_norm():  # training-mode batch normalisation as one fused op
+            embeddings = self.backbone(flat, training=training)
         split = tasks * num_support
         support = tf.reshape(embeddings[:split], [tasks, num_support, embeddings.shape[-1]])
         query = tf.reshape(embeddings[split:], [tasks, -1, embeddings.shape[-1]])

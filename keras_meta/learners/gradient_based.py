@@ -180,7 +180,7 @@ class GradientMetaLearner(MetaLearner):
 
         def one_task(task):
             task_support_x, task_support_y, task_query_x = task
-            with inner_loop.exact_batch_norm_moments():
+            with inner_loop.fused_batch_norm():
                 adapted = self.adapt_task(weights, state, task_support_x, task_support_y, steps, training)
                 return self.functional_query(adapted, task_query_x, state)
 
@@ -240,7 +240,7 @@ class GradientMetaLearner(MetaLearner):
         """
         state = self.model_state()
         losses = []
-        with inner_loop.exact_batch_norm_moments():
+        with inner_loop.fused_batch_norm():
             for adapted in self.training_trajectory(self.meta_weights(), state, support_x, support_y):
                 predictions, new_state = self.functional_query(adapted, query_x, state)
                 losses.append(self.compute_loss(y=query_y[None], y_pred=predictions[None],
@@ -307,7 +307,7 @@ class GradientMetaLearner(MetaLearner):
     def adapt_one(self, support_x, support_y, steps):
         @tf.function
         def run(sx, sy):
-            with inner_loop.exact_batch_norm_moments():
+            with inner_loop.fused_batch_norm():
                 return self.adapt_task(self.meta_weights(), self.model_state(), sx, sy, steps, False)
 
         return [w.numpy() for w in run(support_x, support_y)]

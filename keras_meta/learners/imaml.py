@@ -71,7 +71,7 @@ class iMAML(GradientMetaLearner):  # noqa: N801 (the method's name)
     def task_meta_gradients(self, support_x, support_y, query_x, query_y, query_weight):
         """iMAML's meta-gradient of one task: the implicit gradient at the proximal solution."""
         weights, state = self.meta_weights(), self.model_state()
-        with inner_loop.exact_batch_norm_moments():
+        with inner_loop.fused_batch_norm():
             adapted = self.adapt_task(weights, state, support_x, support_y, self.inner_steps, True)
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(adapted)

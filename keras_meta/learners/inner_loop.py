@@ -13,12 +13,10 @@ computed with the adapted weights gives the second-order meta-gradient.
 * ``truncation=T`` differentiates through the last T steps only; the steps
   before are treated the same way as in first-order MAML.
 
-Batch normalisation: Keras' `BatchNormalization` computes its batch variance
-with `tf.nn.moments`, which stops the gradient through the batch mean. That
-is exact for first-order gradients but silently wrong for second-order ones.
-`exact_batch_norm_moments()` swaps in `mean((x - mean)^2)` while the inner
-loop and the query pass are traced, so meta-gradients of models with batch
-normalisation are exact.
+Batch normalisation: the learners trace their inner loops and query passes
+under `fused_batch_norm()` (`keras_meta.ops.batch_norm`), which makes Keras'
+BatchNormalization exact to second order (its own batch variance stops the
+gradient through the mean) and runs it as TensorFlow's fused op.
 
 Example:
 
@@ -33,40 +31,11 @@ Example:
 True
 """
 
-import contextlib
-
 import keras
 import tensorflow as tf
-from keras import ops as kops
 
+from keras_meta.ops.batch_norm import exact_batch_norm_moments, fused_batch_norm  # noqa: F401 (part of the core)
 from keras_meta.ops.functional import functional_call
-
-
-@contextlib.contextmanager
-def exact_batch_norm_moments():
-    """Within this context, Keras BatchNormalization's batch variance is `mean((x - mean)^2)`.
-
-    The values are the same as Keras'; only the gradient differs: it also
-    flows through the batch mean, which second-order meta-gradients need.
-    Masked and synchronized (multi-replica) batch statistics are computed by
-    Keras as usual: both are already differentiable everywhere.
-    """
-    batch_norm = keras.layers.BatchNormalization
-    original = batch_norm._moments
-
-    def moments(layer, inputs, mask):
-        if mask is not None or layer.synchronized:
-            return original(layer, inputs, mask)
-        axes = layer._reduction_axes
-        mean = kops.mean(inputs, axis=axes, keepdims=True)
-        variance = kops.mean(kops.square(inputs - mean), axis=axes)
-        return kops.squeeze(mean, axis=axes), variance
-
-    batch_norm._moments = moments
-    try:
-        yield
-    finally:
-        batch_norm._moments = original
 
 
 def example_weights(targets):

@@ -82,7 +82,7 @@ class Reptile(GradientMetaLearner):
     def task_meta_gradients(self, support_x, support_y, query_x, query_y, query_weight):
         """Reptile's meta-gradient of one task: `theta - phi`."""
         weights, state = self.meta_weights(), self.model_state()
-        with inner_loop.exact_batch_norm_moments():
+        with inner_loop.fused_batch_norm():
             adapted = self.adapt_task(weights, state, support_x, support_y, self.inner_steps, True)
             predictions, new_state = self.functional_query(adapted, query_x, state)
         return [w - a for w, a in zip(weights, adapted)], predictions, new_state

@@ -67,6 +67,7 @@ import tensorflow as tf
 
 from keras_meta.learners import inner_loop
 from keras_meta.lite import export
+from keras_meta.ops.batch_norm import exact_batch_norm_moments
 
 ADAPT_LAYERS = ("head", "all")
 BATCH_NORM = ("support", "moving")
@@ -137,7 +138,7 @@ class _Moments:
     def __init__(self, model, zero_momentum):
         self.layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
         self.zero_momentum = zero_momentum
-        self.exact = inner_loop.exact_batch_norm_moments()
+        self.exact = exact_batch_norm_moments()  # elementwise ops: TFLite builtins, unlike the fused op
 
     def __enter__(self):
         self.momenta = [layer.momentum for layer in self.layers]

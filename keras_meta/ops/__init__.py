@@ -1,6 +1,7 @@
 """Few-shot math: distances, prototypes, matching attention, ridge regression, episode hardness,
-and functional use of Keras models."""
+functional use of Keras models, and batch normalisation for meta-gradients."""
 
+from keras_meta.ops.batch_norm import exact_batch_norm_moments, fused_batch_norm
 from keras_meta.ops.distances import (
     class_prototypes,
     pairwise_cosine_similarity,
@@ -24,7 +25,9 @@ __all__ = [
     "clone_model",
     "clone_weights",
     "detach_weights",
+    "exact_batch_norm_moments",
     "functional_call",
+    "fused_batch_norm",
     "hardness_metric",
     "magic_box",
     "matching_log_probas",

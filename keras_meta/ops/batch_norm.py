@@ -1,0 +1,122 @@
+"""Batch normalisation that meta-gradients can go through, exactly and fast.
+
+Keras' `BatchNormalization` computes its batch variance with `tf.nn.moments`,
+which stops the gradient through the batch mean: exact for first-order
+gradients, silently wrong for second-order ones (MAML's meta-gradient
+through the inner loop). Two contexts change the layer for the calls (and
+the graph tracing) made in them:
+
+* `exact_batch_norm_moments()`: the variance becomes `mean((x - mean)^2)`,
+  built from elementwise ops only (so it also converts to TFLite builtins);
+* `fused_batch_norm()`: training-mode batch normalisation runs as
+  TensorFlow's fused op, whose backward op TensorFlow differentiates
+  exactly; one op forward and one backward instead of the dozens of
+  elementwise ops that differentiating the unfused formula twice gives.
+
+Values are Keras' own (up to float rounding); only gradients differ.
+
+Example:
+
+>>> import keras, numpy as np, tensorflow as tf
+>>> from keras_meta import ops
+>>> model = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization()])
+>>> x = np.arange(8, dtype="float32").reshape(2, 4)
+>>> with ops.fused_batch_norm():
+...     fused = model(x, training=True)
+>>> bool(np.allclose(fused, model(x, training=True), atol=1e-5))
+True
+"""
+
+import contextlib
+import threading
+
+import keras
+import tensorflow as tf
+from keras import ops as kops
+
+_BATCH_NORM = keras.layers.BatchNormalization
+_KERAS_MOMENTS, _KERAS_CALL = _BATCH_NORM._moments, _BATCH_NORM.call
+_patch_lock = threading.Lock()
+_patch_depth = {"_moments": 0, "call": 0}
+
+
+def _exact_moments(layer, inputs, mask):
+    if mask is not None or layer.synchronized:
+        return _KERAS_MOMENTS(layer, inputs, mask)
+    axes = layer._reduction_axes
+    mean = kops.mean(inputs, axis=axes, keepdims=True)
+    variance = kops.mean(kops.square(inputs - mean), axis=axes)
+    return kops.squeeze(mean, axis=axes), variance
+
+
+def _fused_call(layer, inputs, training=None, mask=None):
+    """Training-mode batch normalisation as one `FusedBatchNormV3` op, where that op applies.
+
+    Its gradient is the fused `FusedBatchNormGradV3` op, and TensorFlow
+    differentiates that one exactly (the second-order terms MAML needs).
+    Anything else (inference, masks, synchronized or renormalised batch
+    statistics, channels-first axes, float16/float64) goes to Keras' own call.
+    """
+    inputs = tf.convert_to_tensor(inputs)
+    rank = inputs.shape.rank
+    if (not (training and layer.trainable) or mask is not None or layer.synchronized or layer.renorm
+            or inputs.dtype != tf.float32 or layer.compute_dtype != "float32" or rank is None or rank < 2
+            or layer.axis not in (-1, rank - 1) or layer.epsilon < 1.001e-5):  # the op's smallest epsilon
+        return _KERAS_CALL(layer, inputs, training=training, mask=mask)
+    channels = inputs.shape[-1]
+    images = inputs if rank == 4 else tf.reshape(inputs, [-1, 1, 1, channels])
+    gamma = tf.convert_to_tensor(layer.gamma) if layer.scale else tf.ones([channels])
+    beta = tf.convert_to_tensor(layer.beta) if layer.center else tf.zeros([channels])
+    empty = tf.constant([], tf.float32)  # no running statistics: training mode
+    outputs, mean, unbiased_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+        x=images, scale=gamma, offset=beta, mean=empty, variance=empty, epsilon=layer.epsilon,
+        exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
+    count = tf.cast(tf.size(images) // channels, tf.float32)
+    variance = tf.where(count > 1.0, unbiased_variance * (count - 1.0) / tf.maximum(count, 1.0), 0.0)
+    layer.moving_mean.assign(layer.moving_mean * layer.momentum + mean * (1.0 - layer.momentum))
+    layer.moving_variance.assign(layer.moving_variance * layer.momentum + variance * (1.0 - layer.momentum))
+    return outputs if rank == 4 else tf.reshape(outputs, tf.shape(inputs))
+
+
+@contextlib.contextmanager
+def _patched(name, replacement, keras_version):
+    """Sets `BatchNormalization.<name>` while any thread is inside (nested and concurrent use are safe)."""
+    with _patch_lock:
+        _patch_depth[name] += 1
+        setattr(_BATCH_NORM, name, replacement)
+    try:
+        yield
+    finally:
+        with _patch_lock:
+            _patch_depth[name] -= 1
+            if not _patch_depth[name]:
+                setattr(_BATCH_NORM, name, keras_version)
+
+
+@contextlib.contextmanager
+def exact_batch_norm_moments():
+    """Within this context, Keras BatchNormalization's batch variance is `mean((x - mean)^2)`.
+
+    The values are the same as Keras'; only the gradient differs: it also
+    flows through the batch mean, which second-order meta-gradients need.
+    Masked and synchronized (multi-replica) batch statistics are computed by
+    Keras as usual: both are already differentiable everywhere. Built from
+    elementwise ops only, so it also converts to TFLite builtins.
+    """
+    with _patched("_moments", _exact_moments, _KERAS_MOMENTS):
+        yield
+
+
+@contextlib.contextmanager
+def fused_batch_norm():
+    """Exact batch-norm meta-gradients, fast: training-mode BatchNormalization runs TensorFlow's fused op.
+
+    Same values as Keras' layer (up to float rounding); the gradient is the
+    fused backward op, whose own gradient TensorFlow computes exactly, so
+    second-order meta-gradients are exact. Where the fused op does not apply
+    (float64, float16, masks, synchronized statistics, channels-first) the
+    layer runs as under `exact_batch_norm_moments()`. The learners trace
+    their inner loops and query passes in this context.
+    """
+    with exact_batch_norm_moments(), _patched("call", _fused_call, _KERAS_CALL):
+        yield
