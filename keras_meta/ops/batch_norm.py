@@ -54,12 +54,14 @@ def _fused_call(layer, inputs, training=None, mask=None):
 
     Its gradient is the fused `FusedBatchNormGradV3` op, and TensorFlow
     differentiates that one exactly (the second-order terms MAML needs).
-    Anything else (inference, masks, synchronized or renormalised batch
-    statistics, channels-first axes, float16/float64) goes to Keras' own call.
+    Anything else (eager execution, inference, masks, synchronized or
+    renormalised batch statistics, channels-first axes, float16/float64)
+    goes to Keras' own call.
     """
     inputs = tf.convert_to_tensor(inputs)
     rank = inputs.shape.rank
-    if (not (training and layer.trainable) or mask is not None or layer.synchronized or layer.renorm
+    if (tf.executing_eagerly()  # graphs only: that is where the meta-gradients were checked
+            or not (training and layer.trainable) or mask is not None or layer.synchronized or layer.renorm
             or inputs.dtype != tf.float32 or layer.compute_dtype != "float32" or rank is None or rank < 2
             or layer.axis not in (-1, rank - 1) or layer.epsilon < 1.001e-5):  # the op's smallest epsilon
         return _KERAS_CALL(layer, inputs, training=training, mask=mask)
@@ -114,7 +116,8 @@ def fused_batch_norm():
     Same values as Keras' layer (up to float rounding); the gradient is the
     fused backward op, whose own gradient TensorFlow computes exactly, so
     second-order meta-gradients are exact. Where the fused op does not apply
-    (float64, float16, masks, synchronized statistics, channels-first) the
+    (eager execution, float64, float16, masks, synchronized statistics,
+    channels-first) the
     layer runs as under `exact_batch_norm_moments()`. The learners trace
     their inner loops and query passes in this context.
     """
