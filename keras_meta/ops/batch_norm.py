@@ -74,7 +74,7 @@ def _fused_call(layer, inputs, training=None, mask=None):
         x=images, scale=gamma, offset=beta, mean=empty, variance=empty, epsilon=layer.epsilon,
         exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
     count = tf.cast(tf.size(images) // channels, tf.float32)
-    variance = tf.where(count > 1.0, unbiased_variance * (count - 1.0) / tf.maximum(count, 1.0), 0.0)
+    variance = unbiased_variance * (count - 1.0) / count  # Keras' biased variance (the op gives 0 for one example)
     layer.moving_mean.assign(layer.moving_mean * layer.momentum + mean * (1.0 - layer.momentum))
     layer.moving_variance.assign(layer.moving_variance * layer.momentum + variance * (1.0 - layer.momentum))
     return outputs if rank == 4 else tf.reshape(outputs, tf.shape(inputs))
@@ -117,9 +117,14 @@ def fused_batch_norm():
     fused backward op, whose own gradient TensorFlow computes exactly, so
     second-order meta-gradients are exact. Where the fused op does not apply
     (eager execution, float64, float16, masks, synchronized statistics,
-    channels-first) the
-    layer runs as under `exact_batch_norm_moments()`. The learners trace
-    their inner loops and query passes in this context.
+    channels-first) the layer runs as under `exact_batch_norm_moments()`.
+    The learners trace their inner loops and query passes in this context.
+
+    Checked where the layer's input is computed inside the tapes (from
+    weights, as in every learner): MAML's meta-gradient against finite
+    differences. A second derivative taken with respect to a tensor that is
+    itself the layer's input, watched directly by both tapes, came back
+    `None` in a check of the raw op: use `exact_batch_norm_moments()` there.
     """
     with exact_batch_norm_moments(), _patched("call", _fused_call, _KERAS_CALL):
         yield
