@@ -9,8 +9,14 @@ Workloads (synthetic Omniglot-shaped data, 28x28x1, conv4 with BatchNorm; Adam
 * `protonet`: Prototypical Networks, 20-way 5-shot, 15 queries, 1 episode per step.
 
 Each workload runs in its own process (so peak resident memory is its own):
-warm-up steps, then timed steps. With `--peer PYTHON` (a Python that has
-learn2learn, see `../shared/bench/README.md`) the same workload of
+one `fit` of warm-up steps then timed steps. Memory is reported twice for both
+libraries: `..._peak_rss_mb` is the process's peak resident set (`ru_maxrss`),
+which counts the pages of the framework's shared libraries read from disk
+(about 330 MiB for TensorFlow, 130 MiB for PyTorch); `..._peak_anon_mb` is the
+peak of its anonymous memory (`RssAnon`: tensors, graphs, Python objects),
+sampled every 5 ms from `/proc` by this script for both libraries alike.
+With `--peer PYTHON` (a Python that has learn2learn, see
+`../shared/bench/README.md`) the same workload of
 `peer_learn2learn.py` runs right after ours, and the JSON line gets
 `..._vs_learn2learn` speed ratios; with `--onednn-off` each workload also runs
 with TensorFlow's oneDNN CPU kernels off (keras-meta turns them on), for
@@ -29,6 +35,7 @@ measure it in a run of its own with the default. Prints one JSON line.
 """
 
 import argparse
+import concurrent.futures
 import json
 import os
 import resource
@@ -55,6 +62,15 @@ def measure(name, warmup, iters, jit_compile=False, parallel_tasks=1, intra_op_t
     import numpy as np
     import tensorflow as tf
 
+    class StepClock(keras.callbacks.Callback):
+        """`times[i]`: when training step `i` of one `fit` ended (one `fit`, one data iterator, as a peer's loop)."""
+
+        def on_train_begin(self, logs=None):
+            self.start, self.times = time.perf_counter(), []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.times.append(time.perf_counter())
+
     tf.config.threading.set_inter_op_parallelism_threads(2)
     tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
     w = WORKLOADS[name]
@@ -72,6 +88,7 @@ def measure(name, warmup, iters, jit_compile=False, parallel_tasks=1, intra_op_t
     options = tf.data.Options()
     options.autotune.enabled = False
     data = data.with_options(options)
+    del inputs, labels  # the dataset holds its own copy
     if w["algo"] == "protonet":
         learner = keras_meta.learners.PrototypicalNetwork(keras_meta.models.conv4())
     else:
@@ -80,18 +97,41 @@ def measure(name, warmup, iters, jit_compile=False, parallel_tasks=1, intra_op_t
                                            parallel_tasks=parallel_tasks)
     learner.compile(optimizer=keras.optimizers.Adam(1e-3),
                     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit_compile)
-    start = time.perf_counter()
-    learner.fit(data, epochs=1, steps_per_epoch=warmup, verbose=0)
-    warmup_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    learner.fit(data, epochs=1, steps_per_epoch=iters, verbose=0)
-    seconds = time.perf_counter() - start
+    clock = StepClock()
+    learner.fit(data, epochs=1, steps_per_epoch=warmup + iters, verbose=0, callbacks=[clock])
     return {
-        "per_s": w["meta_batch"] * iters / seconds,
+        "per_s": w["meta_batch"] * iters / (clock.times[-1] - clock.times[warmup - 1]),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        "warmup_seconds": warmup_seconds,
+        "warmup_seconds": clock.times[warmup - 1] - clock.start,
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1",
     }
+
+
+def run_sampled(command, env=None):
+    """`(stdout, peak anonymous memory in MiB)` of a command, its `RssAnon` sampled every 5 ms."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    peak_kib = 0
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        output = pool.submit(process.communicate)
+        while not output.done():
+            peak_kib = max(peak_kib, anonymous_kib(process.pid))
+            time.sleep(0.005)
+        stdout, stderr = output.result()
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, command, stdout, stderr)
+    return stdout, peak_kib / 1024.0
+
+
+def anonymous_kib(pid):
+    """A running process's anonymous resident memory (`RssAnon` in `/proc/PID/status`), in KiB; 0 once it ended."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def run_ours(name, args, *extra, onednn=True):
@@ -99,8 +139,8 @@ def run_ours(name, args, *extra, onednn=True):
     command = [sys.executable, __file__, "--one", name, "--warmup", str(args.warmup), "--iters", str(args.iters),
                "--parallel-tasks", str(args.parallel_tasks), "--intra-op-threads", str(args.intra_op_threads), *extra]
     env = None if onednn else dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0")
-    out = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    out, peak_anon_mb = run_sampled(command, env)
+    return dict(json.loads(out.strip().splitlines()[-1]), peak_anon_mb=peak_anon_mb)
 
 
 def run_peer(python, name, iters):
@@ -109,8 +149,8 @@ def run_peer(python, name, iters):
                "--queries", str(w["queries"]), "--meta-batch", str(w["meta_batch"]), "--iters", str(iters)]
     if w["algo"] != "protonet":
         command += ["--steps", str(w["steps"]), "--inner-lr", "0.4"]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    out, peak_anon_mb = run_sampled(command)
+    return dict(json.loads(out.strip().splitlines()[-1]), peak_anon_mib=peak_anon_mb)
 
 
 def main():
@@ -138,6 +178,8 @@ def main():
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     if args.parallel_tasks < 1 or args.intra_op_threads < 1:
         parser.error("--parallel-tasks and --intra-op-threads must be at least 1.")
+    if args.warmup < 1 or args.iters < 1:
+        parser.error(f"--warmup and --iters must be at least 1, got {args.warmup} and {args.iters}.")
     results = {"benchmark": "throughput", "cpu_count": os.cpu_count(), "parallel_tasks": args.parallel_tasks,
                "intra_op_threads": args.intra_op_threads, "repeats": args.repeats}
     names = args.workloads.split(",")
@@ -164,7 +206,8 @@ def measure_workload(name, args):
             rounds["off"].append(off)
         if args.peer:
             peer = run_peer(args.peer, name, args.iters)
-            rounds["peer"].append({"per_s": peer["throughput_per_s"], "peak_rss_mb": peer["peak_rss_mib"]})
+            rounds["peer"].append({"per_s": peer["throughput_per_s"], "peak_rss_mb": peer["peak_rss_mib"],
+                                   "peak_anon_mb": peer["peak_anon_mib"]})
 
     def median(variant, key="per_s"):
         return statistics.median(run[key] for run in rounds[variant])
@@ -172,6 +215,7 @@ def measure_workload(name, args):
     ours = median("ours")
     results = {"onednn": rounds["ours"][0]["onednn"], f"{name}_{unit}": round(ours, 3),
                f"{name}_peak_rss_mb": round(median("ours", "peak_rss_mb")),
+               f"{name}_peak_anon_mb": round(median("ours", "peak_anon_mb")),
                f"{name}_warmup_seconds": round(median("ours", "warmup_seconds"), 1)}
     if args.jit_compile:
         results[f"{name}_xla_{unit}"] = round(median("xla"), 3)
@@ -183,6 +227,7 @@ def measure_workload(name, args):
     if args.peer:
         results[f"{name}_learn2learn_{unit}"] = round(median("peer"), 3)
         results[f"{name}_learn2learn_peak_rss_mb"] = round(median("peer", "peak_rss_mb"))
+        results[f"{name}_learn2learn_peak_anon_mb"] = round(median("peer", "peak_anon_mb"))
         results[f"{name}_vs_learn2learn"] = round(ours / median("peer"), 2)
         results[f"{name}_vs_learn2learn_runs"] = [
             round(a["per_s"] / b["per_s"], 2) for a, b in zip(rounds["ours"], rounds["peer"])]

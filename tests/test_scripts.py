@@ -8,6 +8,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -107,6 +108,8 @@ def test_throughput_benchmark_prints_tasks_per_second_and_memory():
     assert results["fomaml_k1_tasks_per_s"] > 0 and results["protonet_episodes_per_s"] > 0
     assert (results["intra_op_threads"], results["parallel_tasks"]) == (1, 2)
     assert results["fomaml_k1_peak_rss_mb"] > 100
+    # anonymous memory, sampled from /proc, is part of the resident set (which adds TensorFlow's library pages)
+    assert 100 < results["fomaml_k1_peak_anon_mb"] < results["fomaml_k1_peak_rss_mb"]
 
 
 def test_throughput_benchmark_measures_onednn_off_too():
@@ -128,11 +131,12 @@ def test_throughput_benchmark_alternates_repeats_and_reports_medians(monkeypatch
 
     def fake_ours(name, args, *extra, onednn=True):
         calls.append("ours")
-        return {"per_s": next(ours), "peak_rss_mb": 900.0, "warmup_seconds": 1.0, "onednn": True}
+        return {"per_s": next(ours), "peak_rss_mb": 900.0, "peak_anon_mb": 500.0, "warmup_seconds": 1.0,
+                "onednn": True}
 
     def fake_peer(python, name, iters):
         calls.append("peer")
-        return {"throughput_per_s": next(peer), "peak_rss_mib": 600.0}
+        return {"throughput_per_s": next(peer), "peak_rss_mib": 600.0, "peak_anon_mib": 450.0}
 
     monkeypatch.setattr(throughput, "run_ours", fake_ours)
     monkeypatch.setattr(throughput, "run_peer", fake_peer)
@@ -143,6 +147,21 @@ def test_throughput_benchmark_alternates_repeats_and_reports_medians(monkeypatch
     assert results["maml_k1_vs_learn2learn"] == 1.0
     assert results["maml_k1_vs_learn2learn_runs"] == [0.5, 1.5, 0.5]
     assert results["maml_k1_peak_rss_mb"] == 900 and results["maml_k1_learn2learn_peak_rss_mb"] == 600
+    assert results["maml_k1_peak_anon_mb"] == 500 and results["maml_k1_learn2learn_peak_anon_mb"] == 450
+
+
+def test_throughput_benchmark_samples_a_processs_anonymous_memory():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import throughput
+    finally:
+        sys.path.pop(0)
+    child = "import time; block = b'x' * (200 * 2**20); time.sleep(0.5); del block; print('done')"
+    out, peak_anon_mb = throughput.run_sampled([sys.executable, "-c", child])
+    assert out.strip() == "done"
+    assert 200 <= peak_anon_mb < 260  # the 200 MiB written, plus the interpreter's own few MiB
+    with pytest.raises(subprocess.CalledProcessError):
+        throughput.run_sampled([sys.executable, "-c", "raise SystemExit(3)"])
 
 
 def test_throughput_benchmark_rejects_bad_repeats_and_workloads():
@@ -155,6 +174,9 @@ def test_throughput_benchmark_rejects_bad_repeats_and_workloads():
     result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/throughput.py"), "--intra-op-threads",
                              "0"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "--intra-op-threads must be at least 1" in result.stderr
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/throughput.py"), "--warmup", "0"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--warmup and --iters must be at least 1" in result.stderr
 
 
 def test_sine_example_writes_a_plot(tmp_path):
