@@ -15,6 +15,9 @@ which counts the pages of the framework's shared libraries read from disk
 (about 330 MiB for TensorFlow, 130 MiB for PyTorch); `..._peak_anon_mb` is the
 peak of its anonymous memory (`RssAnon`: tensors, graphs, Python objects),
 sampled every 5 ms from `/proc` by this script for both libraries alike.
+For keras-meta, `..._import_anon_mb` and `..._import_file_mb` split the memory
+taken by `import keras_meta` (TensorFlow and Keras) the same way, and
+`..._tensors_peak_mb` is the peak of TensorFlow's tensor allocator.
 With `--peer PYTHON` (a Python that has learn2learn, see
 `../shared/bench/README.md`) the same workload of
 `peer_learn2learn.py` runs right after ours, and the JSON line gets
@@ -62,6 +65,8 @@ def measure(name, warmup, iters, jit_compile=False, parallel_tasks=1, intra_op_t
     import numpy as np
     import tensorflow as tf
 
+    after_import = {kind: resident_kib("self", kind) / 1024.0 for kind in ("RssAnon", "RssFile")}
+
     class StepClock(keras.callbacks.Callback):
         """`times[i]`: when training step `i` of one `fit` ended (one `fit`, one data iterator, as a peer's loop)."""
 
@@ -103,6 +108,9 @@ def measure(name, warmup, iters, jit_compile=False, parallel_tasks=1, intra_op_t
         "per_s": w["meta_batch"] * iters / (clock.times[-1] - clock.times[warmup - 1]),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "warmup_seconds": clock.times[warmup - 1] - clock.start,
+        "import_anon_mb": after_import["RssAnon"],
+        "import_file_mb": after_import["RssFile"],
+        "tensors_peak_mb": tensors_peak_mb(tf),
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1",
     }
 
@@ -114,7 +122,7 @@ def run_sampled(command, env=None):
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         output = pool.submit(process.communicate)
         while not output.done():
-            peak_kib = max(peak_kib, anonymous_kib(process.pid))
+            peak_kib = max(peak_kib, resident_kib(process.pid))
             time.sleep(0.005)
         stdout, stderr = output.result()
     if process.returncode:
@@ -122,16 +130,24 @@ def run_sampled(command, env=None):
     return stdout, peak_kib / 1024.0
 
 
-def anonymous_kib(pid):
-    """A running process's anonymous resident memory (`RssAnon` in `/proc/PID/status`), in KiB; 0 once it ended."""
+def resident_kib(pid, kind="RssAnon"):
+    """A process's resident memory of one kind (`RssAnon`, `RssFile` in `/proc/PID/status`), in KiB; 0 once it ended."""
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("RssAnon:"):
+                if line.startswith(kind + ":"):
                     return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def tensors_peak_mb(tf):
+    """The peak of TensorFlow's CPU tensor allocator, in MiB (None where the allocator keeps no statistics)."""
+    try:
+        return tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2**20
+    except ValueError:
+        return None
 
 
 def run_ours(name, args, *extra, onednn=True):
@@ -216,7 +232,11 @@ def measure_workload(name, args):
     results = {"onednn": rounds["ours"][0]["onednn"], f"{name}_{unit}": round(ours, 3),
                f"{name}_peak_rss_mb": round(median("ours", "peak_rss_mb")),
                f"{name}_peak_anon_mb": round(median("ours", "peak_anon_mb")),
-               f"{name}_warmup_seconds": round(median("ours", "warmup_seconds"), 1)}
+               f"{name}_warmup_seconds": round(median("ours", "warmup_seconds"), 1),
+               f"{name}_import_anon_mb": round(median("ours", "import_anon_mb")),
+               f"{name}_import_file_mb": round(median("ours", "import_file_mb"))}
+    if all(run["tensors_peak_mb"] is not None for run in rounds["ours"]):
+        results[f"{name}_tensors_peak_mb"] = round(median("ours", "tensors_peak_mb"))
     if args.jit_compile:
         results[f"{name}_xla_{unit}"] = round(median("xla"), 3)
         results[f"{name}_xla_warmup_seconds"] = round(median("xla", "warmup_seconds"), 1)

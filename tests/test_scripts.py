@@ -101,6 +101,15 @@ def test_omniglot_benchmark_runs_gradient_based_learners(tmp_path):
             assert (reloaded.regularization, reloaded.cg_steps) == (2.0, 5)
 
 
+def import_throughput():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import throughput
+    finally:
+        sys.path.pop(0)
+    return throughput
+
+
 def test_throughput_benchmark_prints_tasks_per_second_and_memory():
     results = last_json_line(run_script("benchmarks/throughput.py", "--workloads", "fomaml_k1,protonet",
                                         "--warmup", "1", "--iters", "1", "--intra-op-threads", "1",
@@ -110,6 +119,9 @@ def test_throughput_benchmark_prints_tasks_per_second_and_memory():
     assert results["fomaml_k1_peak_rss_mb"] > 100
     # anonymous memory, sampled from /proc, is part of the resident set (which adds TensorFlow's library pages)
     assert 100 < results["fomaml_k1_peak_anon_mb"] < results["fomaml_k1_peak_rss_mb"]
+    assert 0 < results["fomaml_k1_tensors_peak_mb"] < results["fomaml_k1_peak_anon_mb"]
+    assert 0 < results["fomaml_k1_import_anon_mb"] < results["fomaml_k1_peak_anon_mb"]
+    assert results["fomaml_k1_import_file_mb"] > 0
 
 
 def test_throughput_benchmark_measures_onednn_off_too():
@@ -121,18 +133,14 @@ def test_throughput_benchmark_measures_onednn_off_too():
 
 
 def test_throughput_benchmark_alternates_repeats_and_reports_medians(monkeypatch):
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    try:
-        import throughput
-    finally:
-        sys.path.pop(0)
+    throughput = import_throughput()
     calls = []
     ours, peer = iter([1.0, 3.0, 2.0]), iter([2.0, 2.0, 4.0])
 
     def fake_ours(name, args, *extra, onednn=True):
         calls.append("ours")
         return {"per_s": next(ours), "peak_rss_mb": 900.0, "peak_anon_mb": 500.0, "warmup_seconds": 1.0,
-                "onednn": True}
+                "import_anon_mb": 210.0, "import_file_mb": 310.0, "tensors_peak_mb": 100.0, "onednn": True}
 
     def fake_peer(python, name, iters):
         calls.append("peer")
@@ -148,14 +156,11 @@ def test_throughput_benchmark_alternates_repeats_and_reports_medians(monkeypatch
     assert results["maml_k1_vs_learn2learn_runs"] == [0.5, 1.5, 0.5]
     assert results["maml_k1_peak_rss_mb"] == 900 and results["maml_k1_learn2learn_peak_rss_mb"] == 600
     assert results["maml_k1_peak_anon_mb"] == 500 and results["maml_k1_learn2learn_peak_anon_mb"] == 450
+    assert (results["maml_k1_import_anon_mb"], results["maml_k1_tensors_peak_mb"]) == (210, 100)
 
 
 def test_throughput_benchmark_samples_a_processs_anonymous_memory():
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    try:
-        import throughput
-    finally:
-        sys.path.pop(0)
+    throughput = import_throughput()
     child = "import time; block = b'x' * (200 * 2**20); time.sleep(0.5); del block; print('done')"
     out, peak_anon_mb = throughput.run_sampled([sys.executable, "-c", child])
     assert out.strip() == "done"
