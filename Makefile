@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/python examples/omniglot_protonet.py --output-dir runs/omniglot_protonet
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

@@ -13,6 +13,7 @@ from keras_meta._backend import enable_onednn_cpu_kernels, ensure_tensorflow_bac
 enable_onednn_cpu_kernels()
 ensure_tensorflow_backend()
 
+from keras_meta import callbacks  # noqa: E402
 from keras_meta import data  # noqa: E402
 from keras_meta import datasets  # noqa: E402
 from keras_meta import evaluation  # noqa: E402
@@ -24,4 +25,4 @@ from keras_meta import ops  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["data", "datasets", "evaluation", "learners", "lite", "metrics", "models", "ops", "__version__"]
+__all__ = ["callbacks", "data", "datasets", "evaluation", "learners", "lite", "metrics", "models", "ops", "__version__"]

@@ -11,6 +11,7 @@ import collections
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_meta.data import EpisodeSampler
 
@@ -47,11 +48,14 @@ def evaluate_episodes(learner, episodes, verbose=1):
             "`sampler.dataset(batch_size=50, num_episodes=600)`."
         )
     progress = keras.utils.Progbar(cardinality, unit_name="batch") if verbose else None
+    # One traced call on the whole batch, outside any replica: under a `tf.distribute` strategy each
+    # episode is predicted, and counted, exactly once (Keras' `predict_on_batch` runs it on every replica).
+    predict = tf.function(lambda inputs: learner(inputs, training=False), reduce_retracing=True)
     per_episode = []
     for step, batch in enumerate(episodes):
         inputs, labels = batch[0], batch[1].numpy()
         weights = batch[2].numpy() if len(batch) > 2 else np.ones(labels.shape, np.float32)
-        logits = learner.predict_on_batch(inputs)
+        logits = predict(inputs).numpy()
         correct = (np.argmax(logits, axis=-1) == labels) * weights
         per_episode.extend(correct.sum(axis=1) / weights.sum(axis=1))
         if progress:

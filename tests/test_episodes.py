@@ -202,3 +202,44 @@ def test_bad_dataset_arguments_raise(labelled_ids):
         sampler.dataset(batch_size=0)
     with pytest.raises(ValueError, match="num_episodes"):
         sampler.dataset(num_episodes=-3)
+
+
+def first_batches(dataset, count):
+    return [batch[0]["support_x"].numpy() for batch, _ in zip(dataset, range(count))]
+
+
+def test_episode_stream_resumes_and_splits_without_repeating_a_task(labelled_ids):
+    sampler = EpisodeSampler(*labelled_ids, ways=3, shots=1, queries=2, seed=4)
+    dataset = sampler.dataset(batch_size=4)
+    stream = dataset.episode_stream
+    stream_batches = first_batches(dataset, 4)
+    np.testing.assert_array_equal(first_batches(stream.dataset(), 4), stream_batches)
+    np.testing.assert_array_equal(first_batches(stream.dataset(start=2), 2), stream_batches[2:])
+    tasks = np.concatenate(stream_batches)  # each example's pixels hold its index: a task's support set names it
+    assert len({task.tobytes() for task in tasks}) == len(tasks) == 16
+    # Two workers of one replica each: worker i takes tasks 2i, 2i+1 of every global batch, and nothing else.
+    workers = [first_batches(stream.dataset(start=1, pipeline=i, num_pipelines=2, per_replica_batch_size=2), 2)
+               for i in range(2)]
+    for step in range(2):
+        np.testing.assert_array_equal(np.concatenate([workers[0][step], workers[1][step]]), stream_batches[1 + step])
+    # Two replicas on one worker: consecutive per-replica batches of 2.
+    replicas = first_batches(stream.dataset(per_replica_batch_size=2), 4)
+    np.testing.assert_array_equal(np.concatenate(replicas[:2]), stream_batches[0])
+
+
+class Replicas:
+    """Stands in for a tf.distribute strategy with this many replicas."""
+
+    def __init__(self, count):
+        self.num_replicas_in_sync = count
+
+
+def test_episode_stream_rejects_uneven_splits(labelled_ids):
+    stream = EpisodeSampler(*labelled_ids, ways=3, shots=1, queries=2).dataset(batch_size=4).episode_stream
+    with pytest.raises(ValueError, match="multiple of the 3 replicas"):
+        stream.distribute(Replicas(3))
+    with pytest.raises(ValueError, match="split evenly over 3 workers"):
+        stream.dataset(pipeline=0, num_pipelines=3)
+    with pytest.raises(ValueError, match="`start` must be a non-negative integer"):
+        stream.dataset(start=-1)
+    assert stream.distribute(Replicas(1)).element_spec == stream.dataset().element_spec

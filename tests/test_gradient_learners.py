@@ -186,7 +186,7 @@ def test_bad_arguments_get_clear_errors(make, message):
         make()
 
 
-@pytest.mark.parametrize("name", ["maml", "imaml"])
+@pytest.mark.parametrize("name", ["maml", "imaml", "reptile"])
 def test_parallel_tasks_change_nothing_but_speed(name):
     results = []
     for parallel_tasks in (1, 3):
@@ -263,3 +263,47 @@ def test_subclassed_models_with_dropout_and_lstm_meta_train():
     assert learner.predict_on_batch(inputs).shape == (2, 6, 2)
     assert learner.adapt(inputs["support_x"][0], inputs["support_y"][0]).predict(
         inputs["query_x"][0], verbose=0).shape == (6, 2)
+
+
+@pytest.mark.parametrize("optimizer", [
+    keras.optimizers.SGD(0.1), keras.optimizers.SGD(0.1, momentum=0.9),
+    keras.optimizers.SGD(0.1, momentum=0.5, nesterov=True),
+    keras.optimizers.Adam(0.05, beta_1=0.0), keras.optimizers.Adam(0.05, amsgrad=True),
+    keras.optimizers.Adam(keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=1, decay_rate=0.5)),
+], ids=["sgd", "momentum", "nesterov", "adam", "amsgrad", "adam-schedule"])
+def test_functional_inner_optimizer_makes_the_keras_updates(optimizer):
+    from keras_meta.learners.inner_optimizers import functional_optimizer
+
+    rng = np.random.default_rng(0)
+    start = [rng.normal(size=(3, 2)).astype("float32"), rng.normal(size=(2,)).astype("float32")]
+    grads = [[rng.normal(size=w.shape).astype("float32") for w in start] for _ in range(4)]
+    rule = functional_optimizer(optimizer)
+    variables = [keras.Variable(w) for w in start]
+    optimizer.build(variables)
+    params, state = [tf.constant(w) for w in start], rule.init(start)
+    for step_grads in grads:
+        optimizer.apply([tf.constant(g) for g in step_grads], variables)
+        params, state = rule.step(params, [tf.constant(g) for g in step_grads], state)
+    for variable, param, first in zip(variables, params, start):
+        assert np.abs(variable.numpy() - first).max() > 1e-3  # the steps moved the weights
+        np.testing.assert_allclose(param.numpy(), variable.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer, message", [
+    (keras.optimizers.RMSprop(0.1), "must be one of"),
+    (keras.optimizers.SGD(0.1, clipnorm=1.0), "clipnorm"),
+    (keras.optimizers.Adam(0.1, weight_decay=0.01), "weight_decay"),
+])
+def test_reptile_refuses_inner_optimizers_it_cannot_run(optimizer, message):
+    with pytest.raises(ValueError, match=message):
+        learners.Reptile(batch_norm_first_model(), inner_optimizer=optimizer)
+
+
+def test_reptile_inner_optimizer_survives_saving(tmp_path):
+    learner = learners.Reptile(batch_norm_first_model(), inner_optimizer=keras.optimizers.SGD(0.3, momentum=0.5))
+    learner.compile(optimizer=keras.optimizers.SGD(1.0), loss=CE)
+    learner.save(tmp_path / "reptile.keras")
+    reloaded = keras.saving.load_model(tmp_path / "reptile.keras")
+    config = reloaded.inner_optimizer.get_config()
+    assert type(reloaded.inner_optimizer).__name__ == "SGD"
+    assert (config["learning_rate"], config["momentum"]) == pytest.approx((0.3, 0.5))

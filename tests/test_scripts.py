@@ -237,3 +237,97 @@ def test_comparison_script_runs_missing_learners_and_writes_the_table(tmp_path):
     assert [row["onednn"] for row in out["rows"]] == ["on", "off"]  # the stored maml row has no oneDNN flag
     text = table.read_text()
     assert f"| r2d2 {options} |" in text and f"| maml {options} | 50.00% ± 1.00 |" in text
+
+
+def import_benchmark(name):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
+def test_distributed_benchmark_reports_one_device_and_two_workers():
+    results = last_json_line(run_script("benchmarks/distributed.py", "--workloads", "protonet", "--configs",
+                                        "one_device,multi_worker", "--warmup", "1", "--steps", "1"))
+    assert results["cpu_count"] == os.cpu_count() and results["protonet_batch"] == 2
+    assert (results["protonet_one_device_replicas"], results["protonet_multi_worker_replicas"]) == (1, 2)
+    for config in ("one_device", "multi_worker"):
+        assert results[f"protonet_{config}_tasks_per_s"] > 0 and results[f"protonet_{config}_warmup_seconds"] > 0
+        # anonymous memory is part of the resident set, which adds TensorFlow's library pages
+        assert 100 < results[f"protonet_{config}_peak_anon_mb"] < results[f"protonet_{config}_peak_rss_mb"]
+    for kind in ("peak_rss_mb", "peak_anon_mb"):
+        workers = results[f"protonet_multi_worker_{kind}_per_worker"]
+        assert len(workers) == 2 and min(workers) > 100
+        assert abs(sum(workers) - results[f"protonet_multi_worker_{kind}"]) <= 1
+    ratio = results["protonet_multi_worker_tasks_per_s"] / (2 * results["protonet_one_device_tasks_per_s"])
+    assert results["protonet_multi_worker_scaling_efficiency"] == pytest.approx(ratio, abs=0.002)
+    assert "maml_batch" not in results and "protonet_mirrored_tasks_per_s" not in results
+
+
+def test_distributed_benchmark_rejects_bad_options():
+    for options, message in ((["--configs", "one_device,tpu"], "unknown configs ['tpu']"),
+                             (["--workloads", "reptile"], "unknown workloads ['reptile']"),
+                             (["--maml-batch", "3"], "--maml-batch must be a positive multiple of 2"),
+                             (["--steps", "0"], "--warmup and --steps must be at least 1")):
+        result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/distributed.py"), *options],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and message in result.stderr, (options, result.stderr)
+
+
+def test_distributed_benchmark_stops_the_other_worker_when_one_fails():
+    distributed = import_benchmark("distributed")
+    hang = [sys.executable, "-c", "import time; time.sleep(600)"]
+    fail = [sys.executable, "-c", "import sys; sys.exit('worker 1 failed')"]
+    with pytest.raises(subprocess.CalledProcessError) as error:
+        distributed.run_sampled_processes([hang, fail], [None, None], timeout=60)
+    assert error.value.cmd == fail and "worker 1 failed" in error.value.stderr
+    with pytest.raises(RuntimeError, match="did not finish within 0.5 s"):
+        distributed.run_sampled_processes([hang], [None], timeout=0.5)
+    child = "import time; block = b'x' * (100 * 2**20); time.sleep(0.5); print('done')"
+    (out, peak_mb), = distributed.run_sampled_processes([[sys.executable, "-c", child]], [None], timeout=60)
+    assert out.strip() == "done" and 100 <= peak_mb < 160
+
+
+def test_distributed_maml_example_trains_the_same_on_one_and_two_replicas(tmp_path):
+    common = ["--steps", "2", "--episodes", "4", "--batch-size", "4"]
+    run_script("examples/distributed_maml.py", "--output-dir", str(tmp_path / "one"), *common)
+    out = run_script("examples/distributed_maml.py", "--output-dir", str(tmp_path / "two"), "--cpu-replicas", "2",
+                     *common)
+    one, two = (json.loads((tmp_path / run / "results.json").read_text()) for run in ("one", "two"))
+    assert (one["strategy"], one["replicas"]) == ("default", 1)
+    assert (two["strategy"], two["replicas"]) == ("MirroredStrategy", 2) and "2 replica(s), 2 tasks each" in out
+    for results in (one, two):
+        assert results["steps"] == 2 and results["episodes"] == 4 and results["resumed_after_epoch"] == 0
+        assert 0.0 <= results["acc_5w1s"] <= 1.0 and results["final_train_loss"] > 0
+    # the same global batches from the same weights: two replicas train as one device, up to float32 rounding
+    assert two["final_train_loss"] == pytest.approx(one["final_train_loss"], rel=1e-4)
+    for run in ("one", "two"):
+        assert not (tmp_path / run / "backup").exists()  # deleted once training completed
+        assert keras.saving.load_model(str(tmp_path / run / "maml.keras")).inner_learning_rate == 0.4
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "examples/distributed_maml.py"), "--cpu-replicas",
+                             "2", "--batch-size", "3", "--output-dir", str(tmp_path / "bad")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and "--batch-size (3) must be a multiple of the 2 replicas" in result.stderr
+
+
+def test_xla_benchmark_prints_tasks_per_second_with_and_without_xla():
+    results = last_json_line(run_script("benchmarks/xla.py", "--learners", "protonet,anil", "--steps", "1",
+                                        "--warmup", "1"))
+    assert results["benchmark"] == "xla" and results["device"].startswith("/device:")
+    assert results["auto_jit_compile"] in (True, False) and (results["steps"], results["warmup"]) == (1, 1)
+    for name in ("protonet", "anil"):
+        for key in ("tasks_per_s", "xla_tasks_per_s", "xla_vs_graph", "warmup_seconds", "xla_warmup_seconds"):
+            assert results[f"{name}_{key}"] > 0, key
+        ratio = results[f"{name}_xla_tasks_per_s"] / results[f"{name}_tasks_per_s"]
+        assert results[f"{name}_xla_vs_graph"] == pytest.approx(ratio, abs=0.01)
+    assert "maml_tasks_per_s" not in results
+
+
+def test_xla_benchmark_rejects_bad_learners_steps_and_warmup():
+    for args, message in ((["--learners", "maml,protonet2"], "unknown learners ['protonet2']"),
+                          (["--steps", "0"], "--steps and --warmup must be at least 1"),
+                          (["--warmup", "0"], "--steps and --warmup must be at least 1")):
+        result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/xla.py"), *args],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]

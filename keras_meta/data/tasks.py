@@ -53,24 +53,104 @@ class TaskDistribution:
         """A `tf.data.Dataset` of tasks batched `batch_size` at a time.
 
         Args:
-            batch_size: tasks per batch (the leading `B` axis).
+            batch_size: tasks per batch (the leading `B` axis); under a
+                `tf.distribute` strategy, the global batch, split over replicas.
             num_episodes: `None` for an infinite stream (give `fit` a
                 `steps_per_epoch`), or the size of a fixed, reproducible set
                 (for `evaluate`/`predict`); the last batch may be smaller, no
                 episode is dropped.
             seed: overrides the distribution's seed for this dataset.
+
+        An infinite stream carries an `EpisodeStream` (`dataset.episode_stream`)
+        with which a learner's `fit` gives each replica and worker its own
+        tasks and resumes where a restored run stopped.
         """
         batch_size = _check_positive_int("batch_size", batch_size)
         base_seed = self.seed if seed is None else _check_seed(seed)
         if num_episodes is None:
-            indices = tf.data.Dataset.counter()
-        else:
-            indices = tf.data.Dataset.range(_check_positive_int("num_episodes", num_episodes))
+            stream = EpisodeStream(self, batch_size, base_seed)
+            dataset = stream.dataset()
+            dataset.episode_stream = stream
+            return dataset
+        indices = tf.data.Dataset.range(_check_positive_int("num_episodes", num_episodes))
+        tasks = indices.map(self.task_drawer(base_seed), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return tasks.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def task_drawer(self, seed):
+        """`index -> task`: task `index` of the stream with this seed."""
 
         def draw(index):
-            return self.sample_task(tf.stack([tf.constant(base_seed, tf.int64), index]))
+            return self.sample_task(tf.stack([tf.constant(seed, tf.int64), index]))
 
-        tasks = indices.map(draw, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return tasks.batch(batch_size, drop_remainder=num_episodes is None).prefetch(
-            tf.data.AUTOTUNE
-        )
+        return draw
+
+
+class EpisodeStream:
+    """The infinite task stream of `TaskDistribution.dataset`, addressable by batch, replica and worker.
+
+    Global batch `b` holds tasks `b * B ... b * B + B - 1` (`B` the batch
+    size). Started at batch `start`, the stream continues exactly where a run
+    that consumed `start` batches stopped. Split over `num_pipelines` input
+    pipelines (one per worker), pipeline `i` draws only its own share of each
+    global batch, tasks `b * B + i * B / P ...`, so no task is drawn twice or
+    drawn and discarded, and the global batch is the one a single device sees.
+
+    Example:
+
+    >>> from keras_meta.datasets.sine import SinusoidTasks
+    >>> stream = SinusoidTasks(shots=2, queries=2, seed=0).dataset(batch_size=4).episode_stream
+    >>> later = stream.dataset(start=3)  # from the 4th batch on: tasks 12, 13, ...
+    >>> halves = [stream.dataset(pipeline=i, num_pipelines=2) for i in (0, 1)]  # tasks 0, 1 | 2, 3 of batch 0
+    """
+
+    def __init__(self, distribution, batch_size, seed):
+        self.distribution = distribution
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def dataset(self, start=0, pipeline=0, num_pipelines=1, per_replica_batch_size=None):
+        """This pipeline's part of the stream from global batch `start`, batched per replica."""
+        start = _check_non_negative_int("start", start)
+        num_pipelines = _check_positive_int("num_pipelines", num_pipelines)
+        if self.batch_size % num_pipelines:
+            raise ValueError(
+                f"A batch of {self.batch_size} tasks cannot be split evenly over {num_pipelines} workers; "
+                "use a batch size that is a multiple of the number of replicas."
+            )
+        share = self.batch_size // num_pipelines
+        per_replica = share if per_replica_batch_size is None else _check_positive_int(
+            "per_replica_batch_size", per_replica_batch_size)
+        if share % per_replica:
+            raise ValueError(f"A worker's {share} tasks per batch cannot be split into batches of {per_replica}.")
+        first = start * self.batch_size + pipeline * share
+
+        def index(i):
+            return first + (i // share) * self.batch_size + i % share
+
+        draw = self.distribution.task_drawer(self.seed)
+        tasks = tf.data.Dataset.counter().map(lambda i: draw(index(i)), num_parallel_calls=tf.data.AUTOTUNE,
+                                              deterministic=True)
+        return tasks.batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+    def distribute(self, strategy, start=0):
+        """The stream from batch `start` for `strategy`: a plain dataset on one replica, else one per worker."""
+        replicas = strategy.num_replicas_in_sync
+        if replicas == 1:
+            return self.dataset(start)
+        if self.batch_size % replicas:
+            raise ValueError(
+                f"The episode batch size ({self.batch_size} tasks) must be a multiple of the {replicas} replicas "
+                f"of {type(strategy).__name__}: each replica takes an equal share of every batch."
+            )
+
+        def worker_dataset(context):
+            return self.dataset(start, context.input_pipeline_id, context.num_input_pipelines,
+                                context.get_per_replica_batch_size(self.batch_size))
+
+        return strategy.distribute_datasets_from_function(worker_dataset)
+
+
+def _check_non_negative_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}.")
+    return int(value)

@@ -71,8 +71,89 @@ def check_support_set(support_x, support_y):
     return support_x, support_y, num_classes
 
 
+def across_workers(strategy):
+    """True for a `MultiWorkerMirroredStrategy` with more than one worker."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode()
+
+
+def first_replica_values(batch):
+    """The first local replica's part of a (possibly distributed) batch, dtypes kept."""
+    def first(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return tf.distribute.get_strategy().experimental_local_results(value)[0]
+        return value
+
+    return tf.nest.map_structure(first, batch)
+
+
 class MetaLearner(keras.Model):
     """Base class of learners: episode in, query predictions out, plus `adapt`."""
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """Keras' `fit`; an episode stream (`sampler.dataset(batch_size)`) is also split and resumed.
+
+        Under a `tf.distribute` strategy every replica and worker draws its
+        own share of each global batch of tasks (none twice, none discarded).
+        With a callback that restores a run (`keras_meta.callbacks.BackupAndRestore`),
+        the stream continues after the last episode batch of the restored run.
+        """
+        stream = getattr(x, "episode_stream", None)
+        if stream is not None:
+            restorers = [cb for cb in kwargs.get("callbacks") or () if hasattr(cb, "restored_stream_position")]
+            start = max([cb.restored_stream_position() for cb in restorers], default=0)
+            x = stream.distribute(self.distribute_strategy, start)
+        return super().fit(x, y, *args, **kwargs)
+
+    def predict_on_batch(self, x):
+        """Keras' `predict_on_batch`, with one row per episode under a `tf.distribute` strategy too.
+
+        Keras runs the whole batch on every replica and returns one copy of the
+        predictions per replica; a learner returns one.
+        """
+        outputs = super().predict_on_batch(x)
+        copies = self.distribute_strategy.num_replicas_in_sync
+        if copies > 1:
+            outputs = tf.nest.map_structure(lambda value: value[: len(value) // copies], outputs)
+        return outputs
+
+    def _make_function(self, step_function):
+        # Across workers, Keras averages each replica's logs with `strategy.reduce("MEAN", value, axis=0)`,
+        # which fails on scalars: give them a leading axis of one there, to be averaged over.
+        if across_workers(self.distribute_strategy):
+            step = step_function
+
+            def step_function(data):
+                return tf.nest.map_structure(lambda v: v[None] if v.shape.rank == 0 else v, step(data))
+
+        return super()._make_function(step_function)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras builds a distributed model from `strategy.reduce("MEAN", first_batch)`: integer labels become
+        # floats and, across workers, the reduction fails on per-replica values. Learners build from the
+        # first local replica's part of the first batch instead, which has the right dtypes and shapes.
+        if self._distribute_strategy is None:
+            return None
+        if iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = next(batches)
+                break
+        with self.distribute_strategy.scope():
+            data_batch = first_replica_values(data_batch)
+            self._symbolic_build(data_batch=data_batch)
+        return None
+
+    def _resolve_auto_jit_compile(self):
+        """What `compile(jit_compile="auto")` (the default) means for every learner: XLA or not, per device.
+
+        No XLA when TensorFlow has only CPUs: on a 2-core CPU it made every
+        learner 0.08-0.5x as fast (`benchmarks/xla.py`, docs/gradient_based_learners.md, "XLA").
+        With a GPU or TPU, Keras' own choice (XLA unless a layer or a
+        `tf.distribute` strategy rules it out); that choice is unmeasured
+        here (no accelerator was available). `jit_compile=True` or `False` overrides it.
+        """
+        if all(device.device_type == "CPU" for device in tf.config.list_logical_devices()):
+            return False
+        return super()._resolve_auto_jit_compile()
 
     def adapt(self, support_x, support_y):
         """Returns a plain Keras model fitted to one task's support set."""

@@ -87,7 +87,8 @@ class EmbeddingMetaLearner(MetaLearner):
         flat = tf.concat(
             [tf.reshape(support_x, [-1, *feature_shape]), tf.reshape(query_x, [-1, *feature_shape])], axis=0
         )
-        with fused_batch_norm():  # training-mode batch normalisation as one fused op
+        # Training-mode batch normalisation as one fused op; across replicas, the global batch's statistics.
+        with fused_batch_norm(across_replicas=True):
             embeddings = self.backbone(flat, training=training)
         split = tasks * num_support
         support = tf.reshape(embeddings[:split], [tasks, num_support, embeddings.shape[-1]])
@@ -112,7 +113,12 @@ class EmbeddingMetaLearner(MetaLearner):
         variables = self.trainable_variables
         gradients = tape.gradient(scaled_loss, variables)
         scale = tf.cast(self.optimizer.scale_loss(tf.ones([], loss.dtype)), tf.float32)
+        context = tf.distribute.get_replica_context()
+        if context is not None and replicas() > 1:  # clip the global gradient (the replicas' sum), not each part
+            gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
         gradients, _ = tf.clip_by_global_norm(gradients, self.gradient_clipnorm * scale)  # the unscaled norm
+        if replicas() > 1:  # every replica holds the clipped sum; the optimizer sums them again
+            gradients = [g / replicas() for g in gradients]
         self.optimizer.apply_gradients(zip(gradients, variables))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 

@@ -24,6 +24,7 @@ import tensorflow as tf
 from keras_meta.learners.base import check_support_set
 from keras_meta.learners.embedding import EmbeddingMetaLearner, copy_of, mask_absent_classes
 from keras_meta.ops.distances import class_prototypes
+from keras_meta.ops.xla import episode_num_classes
 
 
 @keras.saving.register_keras_serializable(package="keras_meta")
@@ -36,6 +37,9 @@ class EmbeddingMetaNetwork(EmbeddingMetaLearner):
         gradient_clipnorm: global-norm gradient clipping in `fit` (1.0; None turns it off).
 
     Output: query logits `[B, N*Q, N]`; classes with no support example get -1e9.
+    Under XLA (`compile(jit_compile=True)`) `N` is the support-set size `S`,
+    a static bound, and the classes beyond the episode's get -1e9 too (same
+    loss and predictions).
     """
 
     def __init__(self, backbone, hidden_units=128, gradient_clipnorm=1.0, **kwargs):
@@ -49,7 +53,7 @@ class EmbeddingMetaNetwork(EmbeddingMetaLearner):
 
     def call(self, inputs, training=False):
         support_emb, support_y, query_emb = self.embedded_episode(inputs, training=training)
-        num_classes = tf.reduce_max(support_y) + 1
+        num_classes = episode_num_classes(support_y)
         class_weights, counts = class_prototypes(self.weight_generator(support_emb), support_y, num_classes)
         logits = tf.matmul(self.query_projection(query_emb), class_weights, transpose_b=True)
         return mask_absent_classes(logits, counts)

@@ -122,10 +122,6 @@ class GradientMetaLearner(MetaLearner):
             raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}.")
         return int(value)
 
-    def _resolve_auto_jit_compile(self):
-        # `compile(jit_compile="auto")` means no XLA: it made inner loops slower (docs/gradient_based_learners.md).
-        return False
-
     # -- what a subclass defines ---------------------------------------------
 
     def adapt_task(self, weights, state, support_x, support_y, steps, training):
@@ -252,10 +248,23 @@ class GradientMetaLearner(MetaLearner):
         return [self.adapt_task(weights, state, support_x, support_y, self.inner_steps, True)]
 
     def track_query_statistics(self, states):
-        """Moves the wrapped model's non-trainable state to the tasks' query-pass values."""
+        """Moves the wrapped model's non-trainable state to the tasks' query-pass values.
+
+        Floating-point state (batch-norm moving statistics) becomes the mean
+        over the tasks of the batch; across `tf.distribute` replicas, over the
+        tasks of every replica, so all replicas hold the same value.
+        """
+        context = tf.distribute.get_replica_context()
+        synchronize = context is not None and context.num_replicas_in_sync > 1
         for variable, values in zip(self.model.non_trainable_variables, states):
             if variable.dtype in ("float16", "bfloat16", "float32", "float64"):
-                variable.assign(tf.reduce_mean(values, axis=0))
+                if synchronize:
+                    total = tf.reduce_sum(values, axis=0)
+                    count = tf.cast(tf.shape(values)[0], values.dtype)
+                    total, count = context.all_reduce(tf.distribute.ReduceOp.SUM, [total, count])
+                    variable.assign(total / count)
+                else:
+                    variable.assign(tf.reduce_mean(values, axis=0))
             else:
                 variable.assign(values[0])
 

@@ -75,6 +75,8 @@ def support_loss(model, loss_fn, support_x, support_y, state=None, extra_loss=No
     Training mode means batch normalisation uses the task's own batch
     statistics; the model's moving statistics are not changed.
     `extra_loss(weights)` is added when given (a proximal term, say).
+    A NaN or infinite loss raises an error, except under XLA
+    (`jit_compile=True`), which drops the check: there it shows as a NaN loss.
     """
 
     def loss(weights):

@@ -25,6 +25,7 @@ import tensorflow as tf
 from keras_meta.learners.base import check_support_set
 from keras_meta.learners.embedding import EmbeddingMetaLearner, copy_of, cosine_attention
 from keras_meta.ops.matching import matching_log_probas
+from keras_meta.ops.xla import episode_num_classes
 
 
 @keras.saving.register_keras_serializable(package="keras_meta")
@@ -104,7 +105,9 @@ class MatchingNetwork(EmbeddingMetaLearner):
 
     Output: query log-probabilities `[B, N*Q, N]`, logits for
     `SparseCategoricalCrossentropy(from_logits=True)`; classes with no support
-    example get -1e9.
+    example get -1e9. Under XLA (`compile(jit_compile=True)`) `N` is the
+    support-set size `S`, a static bound, and the classes beyond the
+    episode's get -1e9 too (same loss and predictions).
     """
 
     def __init__(self, backbone, full_context_embeddings=False, processing_steps=5, cosine_scale=100.0, **kwargs):
@@ -132,7 +135,7 @@ class MatchingNetwork(EmbeddingMetaLearner):
     def call(self, inputs, training=False):
         support_emb, support_y, query_emb = self.embedded_episode(inputs, training=training)
         support_emb, query_emb = self.context_embeddings(support_emb, support_y, query_emb, training)
-        num_classes = tf.reduce_max(support_y) + 1
+        num_classes = episode_num_classes(support_y)
         return matching_log_probas(query_emb, support_emb, support_y, num_classes, self.cosine_scale)
 
     def adapt(self, support_x, support_y):

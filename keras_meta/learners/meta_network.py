@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from keras_meta.learners.base import check_support_set
 from keras_meta.learners.embedding import EmbeddingMetaLearner, copy_of, cosine_attention, mask_absent_classes
+from keras_meta.ops.xla import episode_num_classes, in_xla_context
 
 
 def weight_generator(hidden_units, name):
@@ -68,6 +69,11 @@ class MetaNetwork(EmbeddingMetaLearner):
         gradient_clipnorm: optional global-norm gradient clipping in `fit`.
 
     Output: query logits `[B, N*Q, N]`, `N` the episode's classes (at most `ways`).
+    An episode with more classes than `ways` raises an error; under XLA
+    (`compile(jit_compile=True)`), which cannot raise from a compiled step,
+    its logits (so the loss) are NaN instead. Under XLA `N` is
+    `min(S, ways)` (`S` the support-set size, a static bound) and the
+    classes beyond the episode's get -1e9 (same loss and predictions).
     """
 
     def __init__(self, backbone, ways, hidden_units=64, key_units=64, generator_units=16, attention_scale=10.0,
@@ -127,11 +133,12 @@ class MetaNetwork(EmbeddingMetaLearner):
 
     def call(self, inputs, training=False):
         support_emb, support_y, query_emb = self.embedded_episode(inputs, training=training)
-        num_classes = tf.reduce_max(support_y) + 1
-        tf.debugging.assert_less_equal(
-            num_classes, self.ways,
-            message=f"An episode has more classes than this MetaNetwork's `ways` ({self.ways}); build it with "
-                    "`ways` at least the largest number of ways it will see.")
+        num_classes = episode_num_classes(support_y, bound=self.ways)
+        if not in_xla_context():  # XLA drops Assert ops: there such episodes get NaN logits (below)
+            tf.debugging.assert_less_equal(
+                num_classes, self.ways,
+                message=f"An episode has more classes than this MetaNetwork's `ways` ({self.ways}); build it with "
+                        "`ways` at least the largest number of ways it will see.")
         hidden_fast, output_fast = self.fast_weights(support_emb, support_y)
         attention = self.memory_attention(support_emb, support_y, query_emb)
         fast_pre = tf.einsum("bqs,bqd,bsdh->bqh", attention, query_emb, hidden_fast)
@@ -139,7 +146,11 @@ class MetaNetwork(EmbeddingMetaLearner):
         logits = self.slow_output(hidden) + tf.einsum("bqs,bqh,bshn->bqn", attention, hidden, output_fast)
         logits = logits[..., :num_classes]
         counts = tf.reduce_sum(tf.one_hot(support_y, num_classes), axis=1)
-        return mask_absent_classes(logits, counts)
+        logits = mask_absent_classes(logits, counts)
+        if in_xla_context():
+            too_many = tf.reduce_max(support_y, axis=1) >= self.ways
+            logits = tf.where(too_many[:, None, None], tf.constant(float("nan"), logits.dtype), logits)
+        return logits
 
     def adapt(self, support_x, support_y):
         """A plain Keras classifier holding the base learner's slow and fast weights and the key memory.

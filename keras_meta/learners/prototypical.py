@@ -17,11 +17,11 @@ Example:
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_meta.learners.base import check_support_set
 from keras_meta.learners.embedding import EmbeddingMetaLearner, copy_of, mask_absent_classes
 from keras_meta.ops import distances
+from keras_meta.ops.xla import episode_num_classes
 
 
 @keras.saving.register_keras_serializable(package="keras_meta")
@@ -36,7 +36,10 @@ class PrototypicalNetwork(EmbeddingMetaLearner):
 
     Input: an episode dict; output: query logits `[B, N*Q, N]` with `N` the
     number of classes in the support labels. Classes with no support example
-    (padding of variable-way episodes) get a logit of -1e9.
+    (padding of variable-way episodes) get a logit of -1e9. Under XLA
+    (`compile(jit_compile=True)`) `N` is the support-set size `S`, a static
+    bound, and the classes beyond the episode's are -1e9 too: same loss and
+    predictions, one compiled program for all episodes.
     """
 
     def __init__(self, backbone, distance="euclidean", cosine_scale=10.0, **kwargs):
@@ -49,7 +52,7 @@ class PrototypicalNetwork(EmbeddingMetaLearner):
 
     def call(self, inputs, training=False):
         support_emb, support_y, query_emb = self.embedded_episode(inputs, training=training)
-        num_classes = tf.reduce_max(support_y) + 1
+        num_classes = episode_num_classes(support_y)
         prototypes, counts = distances.class_prototypes(support_emb, support_y, num_classes)
         logits = distances.prototype_logits(query_emb, prototypes, self.distance, self.cosine_scale)
         return mask_absent_classes(logits, counts)

@@ -27,6 +27,7 @@ import tensorflow as tf
 from keras_meta.learners.base import check_support_set
 from keras_meta.learners.embedding import EmbeddingMetaLearner, copy_of, mask_absent_classes
 from keras_meta.ops.ridge import ridge_regression
+from keras_meta.ops.xla import episode_num_classes
 
 
 @keras.saving.register_keras_serializable(package="keras_meta")
@@ -40,6 +41,9 @@ class R2D2(EmbeddingMetaLearner):
         gradient_clipnorm: optional global-norm gradient clipping in `fit`.
 
     Output: query logits `[B, N*Q, N]`; classes with no support example get -1e9.
+    Under XLA (`compile(jit_compile=True)`) `N` is the support-set size `S`,
+    a static bound, and the classes beyond the episode's get -1e9 too (same
+    loss and predictions).
     """
 
     def __init__(self, backbone, initial_lambda=1.0, initial_scale=10.0, initial_bias=0.0, **kwargs):
@@ -64,7 +68,7 @@ class R2D2(EmbeddingMetaLearner):
 
     def call(self, inputs, training=False):
         support_emb, support_y, query_emb = self.embedded_episode(inputs, training=training)
-        num_classes = tf.reduce_max(support_y) + 1
+        num_classes = episode_num_classes(support_y)
         weights = self.head_weights(support_emb, support_y, num_classes)
         logits = self.scale * tf.matmul(query_emb, weights) + self.bias
         counts = tf.reduce_sum(tf.one_hot(support_y, num_classes), axis=1)

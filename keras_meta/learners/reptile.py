@@ -1,13 +1,14 @@
 """Reptile (Nichol et al. 2018): move the meta-weights toward each task's adapted weights.
 
 Each training step adapts the wrapped model to every task of the batch with
-`inner_steps` steps of any Keras optimizer (fresh optimizer state per task),
-then gives the compiled optimizer the meta-gradient `theta - mean(phi)`.
-Compiled with `keras.optimizers.SGD(learning_rate=epsilon)`, that is Reptile's
-interpolation `theta <- theta + epsilon * (mean(phi) - theta)`; a Keras
-learning-rate schedule gives a scheduled (e.g. linearly annealed) meta step
-size. No second-order terms, no query loss in the update: the query set only
-reports the loss and metrics of the adapted weights.
+`inner_steps` steps of a Keras `SGD` or `Adam` update rule (fresh optimizer
+state per task, run functionally, so tasks adapt in parallel and on any
+number of replicas), then gives the compiled optimizer the meta-gradient
+`theta - mean(phi)`. Compiled with `keras.optimizers.SGD(learning_rate=epsilon)`,
+that is Reptile's interpolation `theta <- theta + epsilon * (mean(phi) - theta)`;
+a Keras learning-rate schedule gives a scheduled (e.g. linearly annealed) meta
+step size. No second-order terms, no query loss in the update: the query set
+only reports the loss and metrics of the adapted weights.
 
 Example:
 
@@ -26,16 +27,18 @@ import tensorflow as tf
 
 from keras_meta.learners import inner_loop
 from keras_meta.learners.gradient_based import GradientMetaLearner
+from keras_meta.learners.inner_optimizers import functional_optimizer
 
 
 @keras.saving.register_keras_serializable(package="keras_meta")
 class Reptile(GradientMetaLearner):
-    """Reptile over any Keras model, with any Keras inner optimizer.
+    """Reptile over any Keras model, with a Keras `SGD` or `Adam` inner optimizer.
 
     Args:
         model: a built Keras model.
-        inner_optimizer: a Keras optimizer (or its name) for the inner steps;
-            default `Adam(1e-3, beta_1=0)` as in the paper.
+        inner_optimizer: a Keras `SGD` or `Adam` optimizer (or its name) whose
+            update rule the inner steps follow; default `Adam(1e-3, beta_1=0)`
+            as in the paper.
         inner_steps: inner steps during meta-training.
         eval_inner_steps: inner steps for `evaluate`, `predict` and `adapt`.
         adapt_layers: the layers that adapt (default all).
@@ -44,40 +47,33 @@ class Reptile(GradientMetaLearner):
 
     def __init__(self, model, inner_optimizer=None, inner_steps=5, eval_inner_steps=None, adapt_layers=None,
                  inner_loss=None, **kwargs):
-        if kwargs.get("parallel_tasks", 1) != 1:
-            raise ValueError("Reptile adapts one task at a time (`parallel_tasks=1`): tasks share scratch weights.")
-        super().__init__(model, inner_steps=inner_steps, eval_inner_steps=eval_inner_steps,
-                         adapt_layers=adapt_layers, inner_loss=inner_loss, **kwargs)
         if inner_optimizer is None:
             inner_optimizer = keras.optimizers.Adam(1e-3, beta_1=0.0)
-        self.inner_optimizer = keras.optimizers.get(inner_optimizer)
-        # Keras optimizers update variables, so each task adapts a scratch copy of the adapted weights
-        # (plain tf.Variables: not weights of the learner, never saved), with the optimizer state reset.
-        adapted = [v for v, adapts in zip(self.model.trainable_variables, self.adapt_mask) if adapts]
-        self._scratch = [tf.Variable(v.value, trainable=False) for v in adapted]
-        self.inner_optimizer.build(self._scratch)
-        self._fresh_optimizer_state = [tf.constant(v.numpy()) for v in self.inner_optimizer.variables]
+        inner_optimizer = keras.optimizers.get(inner_optimizer)
+        self._inner_update = functional_optimizer(inner_optimizer)  # checked before anything is built
+        super().__init__(model, inner_steps=inner_steps, eval_inner_steps=eval_inner_steps,
+                         adapt_layers=adapt_layers, inner_loss=inner_loss, **kwargs)
+        self._inner_optimizer_config = keras.optimizers.serialize(inner_optimizer)
         self.built = True
+
+    @property
+    def inner_optimizer(self):
+        """A new Keras optimizer with the inner optimizer's configuration (the rule the inner steps follow)."""
+        return keras.optimizers.deserialize(self._inner_optimizer_config)
 
     def adapt_task(self, weights, state, support_x, support_y, steps, training):
         loss_fn = self.task_loss(support_x, support_y, state)
         adapted_ids = [i for i, adapts in enumerate(self.adapt_mask) if adapts]
-        for variable, value in zip(self.inner_optimizer.variables, self._fresh_optimizer_state):
-            variable.assign(value)
-        for scratch, i in zip(self._scratch, adapted_ids):
-            scratch.assign(tf.stop_gradient(weights[i]))
         weights = [tf.stop_gradient(w) for w in weights]
+        params = [weights[i] for i in adapted_ids]
+        optimizer_state = self._inner_update.init(params)
         for _ in range(steps):
-            for scratch, i in zip(self._scratch, adapted_ids):
-                weights[i] = scratch.read_value()
-            params = [weights[i] for i in adapted_ids]
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(params)
-                loss = loss_fn(weights)
-            self.inner_optimizer.apply(inner_loop.dense_gradients(tape.gradient(loss, params), params), self._scratch)
-        for scratch, i in zip(self._scratch, adapted_ids):
-            weights[i] = scratch.read_value()
-        return weights
+                loss = loss_fn(with_params(weights, adapted_ids, params))
+            grads = inner_loop.dense_gradients(tape.gradient(loss, params), params)
+            params, optimizer_state = self._inner_update.step(params, grads, optimizer_state)
+        return with_params(weights, adapted_ids, params)
 
     def task_meta_gradients(self, support_x, support_y, query_x, query_y, query_weight):
         """Reptile's meta-gradient of one task: `theta - phi`."""
@@ -89,7 +85,7 @@ class Reptile(GradientMetaLearner):
 
     def get_config(self):
         config = super().get_config()
-        config["inner_optimizer"] = keras.optimizers.serialize(self.inner_optimizer)
+        config["inner_optimizer"] = self._inner_optimizer_config
         return config
 
     @classmethod
@@ -97,3 +93,11 @@ class Reptile(GradientMetaLearner):
         config = dict(config)
         config["inner_optimizer"] = keras.optimizers.deserialize(config["inner_optimizer"])
         return super().from_config(config)
+
+
+def with_params(weights, ids, params):
+    """`weights` with the entries at `ids` replaced by `params`."""
+    weights = list(weights)
+    for i, param in zip(ids, params):
+        weights[i] = param
+    return weights

@@ -38,9 +38,20 @@ _BATCH_NORM = keras.layers.BatchNormalization
 _KERAS_MOMENTS, _KERAS_CALL = _BATCH_NORM._moments, _BATCH_NORM.call
 _patch_lock = threading.Lock()
 _patch_depth = {"_moments": 0, "call": 0}
+_across_replicas = threading.local()  # per thread: MirroredStrategy traces each replica in a thread of its own
+
+
+def _synchronizing():
+    """True inside `fused_batch_norm(across_replicas=True)` in a replica context with several replicas."""
+    if not getattr(_across_replicas, "on", False):
+        return False
+    context = tf.distribute.get_replica_context()
+    return context is not None and context.num_replicas_in_sync > 1
 
 
 def _exact_moments(layer, inputs, mask):
+    if mask is None and _synchronizing():
+        return kops.moments(inputs, layer._reduction_axes, synchronized=True)  # the global batch's moments
     if mask is not None or layer.synchronized:
         return _KERAS_MOMENTS(layer, inputs, mask)
     axes = layer._reduction_axes
@@ -61,6 +72,7 @@ def _fused_call(layer, inputs, training=None, mask=None):
     inputs = tf.convert_to_tensor(inputs)
     rank = inputs.shape.rank
     if (tf.executing_eagerly()  # graphs only: that is where the meta-gradients were checked
+            or _synchronizing()  # statistics of the global batch: Keras' call with synchronized moments
             or not (training and layer.trainable) or mask is not None or layer.synchronized or layer.renorm
             or inputs.dtype != tf.float32 or layer.compute_dtype != "float32" or rank is None or rank < 2
             or layer.axis not in (-1, rank - 1) or layer.epsilon < 1.001e-5):  # the op's smallest epsilon
@@ -110,8 +122,15 @@ def exact_batch_norm_moments():
 
 
 @contextlib.contextmanager
-def fused_batch_norm():
+def fused_batch_norm(across_replicas=False):
     """Exact batch-norm meta-gradients, fast: training-mode BatchNormalization runs TensorFlow's fused op.
+
+    With `across_replicas=True`, under a `tf.distribute` strategy with several
+    replicas, training-mode batch statistics are those of the global batch
+    (summed over the replicas, as Keras' `synchronized=True`), so every replica
+    updates the moving statistics identically and a step equals one device's
+    step on the whole batch. One batch's statistics are one task's in the
+    gradient-based learners, which leave this off.
 
     Same values as Keras' layer (up to float rounding); the gradient is the
     fused backward op, whose own gradient TensorFlow computes exactly, so
@@ -126,5 +145,10 @@ def fused_batch_norm():
     itself the layer's input, watched directly by both tapes, came back
     `None` in a check of the raw op: use `exact_batch_norm_moments()` there.
     """
-    with exact_batch_norm_moments(), _patched("call", _fused_call, _KERAS_CALL):
-        yield
+    previous = getattr(_across_replicas, "on", False)
+    _across_replicas.on = bool(across_replicas)
+    try:
+        with exact_batch_norm_moments(), _patched("call", _fused_call, _KERAS_CALL):
+            yield
+    finally:
+        _across_replicas.on = previous
