@@ -18,6 +18,7 @@ Example:
 import json
 import os
 import shutil
+import warnings
 
 import keras
 
@@ -53,8 +54,9 @@ class BackupAndRestore(keras.callbacks.Callback):
         self.backup_dir = os.fspath(backup_dir)
         self.save_freq = save_freq
         self.delete_checkpoint = bool(delete_checkpoint)
-        self._start_batches = 0
-        self._start_iterations = 0
+        self._batches = 0  # episode batches consumed by the run, the restored part included
+        self._epoch_batches = 0
+        self.stream_resumed = False  # set by a learner's `fit` when it continues the episode stream
 
     # -- reading --------------------------------------------------------------
 
@@ -84,29 +86,38 @@ class BackupAndRestore(keras.callbacks.Callback):
         if not self.model.built:
             raise ValueError("BackupAndRestore needs a built model: call it on an episode batch before `fit`.")
         backup = self.latest_backup()
-        self._start_batches = 0
+        self._batches = self._epoch_batches = 0
         if backup is not None:
             folder, metadata = backup
+            if metadata["batches"] and not self.stream_resumed:
+                warnings.warn(
+                    "BackupAndRestore restores weights and optimizer state, but the episode stream starts again at "
+                    "its first episode: give a learner's `fit` the stream `sampler.dataset(batch_size)` itself, and "
+                    "this callback in `callbacks=`, to continue the episodes too.", stacklevel=2)
             if self.model.optimizer is not None and not self.model.optimizer.built:
                 self.model.optimizer.build(self.model.trainable_variables)
-            self.model.load_weights(os.path.join(folder, "backup.weights.h5"))
+            try:
+                self.model.load_weights(os.path.join(folder, "backup.weights.h5"))
+            except (OSError, ValueError) as error:
+                raise ValueError(f"The backup in {folder!r} cannot be loaded ({error}); delete "
+                                 f"{self.backup_dir!r} to start afresh.") from error
             self.model._initial_epoch = int(metadata["epoch"])
-            self._start_batches = int(metadata["batches"])
-        self._start_iterations = self._iterations()
+            self._batches = int(metadata["batches"])
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._epoch_batches = batch + 1  # `batch` is the epoch's last step run (several with steps_per_execution)
 
     def on_epoch_end(self, epoch, logs=None):
-        batches = self._start_batches + self._iterations() - self._start_iterations
-        self._save({"epoch": epoch + 1, "batches": batches})
+        self._batches += self._epoch_batches
+        self._epoch_batches = 0
+        self._save({"epoch": epoch + 1, "batches": self._batches})
 
     def on_train_end(self, logs=None):
+        self.stream_resumed = False
         if self.delete_checkpoint and self._is_chief():
             shutil.rmtree(self.backup_dir, ignore_errors=True)
 
     # -- writing --------------------------------------------------------------
-
-    def _iterations(self):
-        optimizer = self.model.optimizer
-        return 0 if optimizer is None else int(optimizer.iterations.numpy())
 
     def _is_chief(self):
         return self.model.distribute_strategy.extended.should_checkpoint
@@ -119,15 +130,28 @@ class BackupAndRestore(keras.callbacks.Callback):
         partial = os.path.join(self.backup_dir, f".{name}.partial")
         shutil.rmtree(partial, ignore_errors=True)  # left by a process that died while writing
         os.makedirs(partial)
-        self.model.save_weights(os.path.join(partial, "backup.weights.h5"))
+        weights = os.path.join(partial, "backup.weights.h5")
+        self.model.save_weights(weights)
+        _sync(weights)
         _write_json(os.path.join(partial, "training_metadata.json"), metadata)
+        _sync(partial)
         final = os.path.join(self.backup_dir, name)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
         _write_json(os.path.join(self.backup_dir, _POINTER), {"folder": name})  # the switch to the new backup
+        _sync(self.backup_dir)
         for entry in os.listdir(self.backup_dir):
             if entry.startswith("epoch-") and entry != name:
                 shutil.rmtree(os.path.join(self.backup_dir, entry), ignore_errors=True)
+
+
+def _sync(path):
+    """Flushes a file or a folder's entries to disk (a backup must survive a crash of the machine too)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _write_json(path, value):

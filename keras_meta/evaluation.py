@@ -8,6 +8,7 @@ Example:
 """
 
 import collections
+import weakref
 
 import keras
 import numpy as np
@@ -48,9 +49,7 @@ def evaluate_episodes(learner, episodes, verbose=1):
             "`sampler.dataset(batch_size=50, num_episodes=600)`."
         )
     progress = keras.utils.Progbar(cardinality, unit_name="batch") if verbose else None
-    # One traced call on the whole batch, outside any replica: under a `tf.distribute` strategy each
-    # episode is predicted, and counted, exactly once (Keras' `predict_on_batch` runs it on every replica).
-    predict = tf.function(lambda inputs: learner(inputs, training=False), reduce_retracing=True)
+    predict = episode_predictor(learner)
     per_episode = []
     for step, batch in enumerate(episodes):
         inputs, labels = batch[0], batch[1].numpy()
@@ -62,6 +61,26 @@ def evaluate_episodes(learner, episodes, verbose=1):
             progress.update(step + 1)
     accuracy, ci95 = confidence_interval(per_episode)
     return EpisodeAccuracy(accuracy, ci95, len(per_episode), np.asarray(per_episode))
+
+
+_PREDICTORS = weakref.WeakKeyDictionary()
+
+
+def episode_predictor(learner):
+    """`learner`'s inference on a whole episode batch as one traced call, kept for later evaluations.
+
+    It runs outside any replica: under a `tf.distribute` strategy each episode
+    is predicted, and counted, exactly once.
+    """
+    try:
+        return _PREDICTORS[learner]
+    except KeyError:
+        reference = weakref.ref(learner)  # the cache must not keep the learner alive
+        predictor = tf.function(lambda inputs: reference()(inputs, training=False), reduce_retracing=True)
+        _PREDICTORS[learner] = predictor
+        return predictor
+    except TypeError:  # an object that cannot be a weak key: no caching
+        return tf.function(lambda inputs: learner(inputs, training=False), reduce_retracing=True)
 
 
 def evaluate_few_shot(learner, x, y, ways, shots=1, queries=15, num_episodes=600, seed=0, batch_size=None,

@@ -32,19 +32,34 @@ def test_backup_refuses_backups_inside_an_epoch(tmp_path):
 
 def test_backup_keeps_one_complete_backup_and_resumes_the_stream_after_it(tmp_path, labelled_ids):
     sampler = EpisodeSampler(*labelled_ids, ways=3, shots=1, queries=2, seed=0)
+    keras.utils.set_random_seed(0)
+    uninterrupted = protonet()
+    uninterrupted.fit(sampler.dataset(batch_size=2), epochs=3, steps_per_epoch=2, verbose=0)
+
     backup = keras_meta.callbacks.BackupAndRestore(tmp_path / "backup", delete_checkpoint=False)
     assert backup.restored_stream_position() == 0
-    learner = protonet()
-    learner.fit(sampler.dataset(batch_size=2), epochs=3, steps_per_epoch=2, callbacks=[backup], verbose=0)
-    assert sorted(os.listdir(tmp_path / "backup")) == ["epoch-000003", "latest.json"]
-    metadata = json.loads((tmp_path / "backup" / "epoch-000003" / "training_metadata.json").read_text())
-    assert metadata == {"epoch": 3, "batches": 6} and backup.restored_stream_position() == 6
-    # A later fit with more epochs restores the weights and continues from epoch 3 and episode batch 6.
+    keras.utils.set_random_seed(0)
+    protonet().fit(sampler.dataset(batch_size=2), epochs=2, steps_per_epoch=2, callbacks=[backup], verbose=0)
+    assert sorted(os.listdir(tmp_path / "backup")) == ["epoch-000002", "latest.json"]
+    metadata = json.loads((tmp_path / "backup" / "epoch-000002" / "training_metadata.json").read_text())
+    assert metadata == {"epoch": 2, "batches": 4} and backup.restored_stream_position() == 4
+    # A new process would build a new learner: other initial weights, then the backup's, then epoch 3 on batches 4-5.
     resumed = protonet()
-    weights = [w.copy() for w in learner.get_weights()]
-    resumed.fit(sampler.dataset(batch_size=2), epochs=3, steps_per_epoch=2, callbacks=[backup], verbose=0)
-    for restored, saved in zip(resumed.get_weights(), weights):
-        np.testing.assert_array_equal(restored, saved)  # nothing left to train: restored as saved
+    resumed.fit(sampler.dataset(batch_size=2), None, None, 3, 0, [backup], steps_per_epoch=2)  # callbacks positional
+    for restored, expected in zip(resumed.get_weights(), uninterrupted.get_weights()):
+        np.testing.assert_array_equal(restored, expected)
+    assert sorted(os.listdir(tmp_path / "backup")) == ["epoch-000003", "latest.json"]
+
+
+def test_backup_warns_when_the_stream_cannot_resume(tmp_path, labelled_ids):
+    sampler = EpisodeSampler(*labelled_ids, ways=3, shots=1, queries=2, seed=0)
+    backup = keras_meta.callbacks.BackupAndRestore(tmp_path / "backup", delete_checkpoint=False)
+    protonet().fit(sampler.dataset(batch_size=2), epochs=1, steps_per_epoch=1, callbacks=[backup], verbose=0)
+    with pytest.warns(UserWarning, match="episode stream starts again"):
+        protonet().fit(sampler.dataset(batch_size=2).take(2), epochs=2, callbacks=[backup], verbose=0)
+    with pytest.warns(UserWarning, match="keras_meta.callbacks.BackupAndRestore continues it"):
+        protonet().fit(sampler.dataset(batch_size=2), epochs=1, steps_per_epoch=1, verbose=0,
+                       callbacks=[keras.callbacks.BackupAndRestore(tmp_path / "keras_backup")])
 
 
 def test_unreadable_backup_is_reported(tmp_path):

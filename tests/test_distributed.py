@@ -11,7 +11,6 @@ full context embeddings, whose LSTMs amplify it most); the bound is 2e-5.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -26,6 +25,15 @@ RELATIVE_TOLERANCE = 2e-5
 pytestmark = pytest.mark.xdist_group("distributed")  # one test process runs this module's shared runs once
 
 
+def distributed_benchmark():
+    """benchmarks/distributed.py as a module (it sets up local clusters too)."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        return __import__("distributed")
+    finally:
+        sys.path.pop(0)
+
+
 def run(mode, out, env=None, **kwargs):
     return subprocess.Popen([sys.executable, SCRIPT, mode, str(out)], env={**os.environ, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
@@ -36,27 +44,17 @@ def finish(process, timeout=600):
     assert process.returncode == 0, output[-4000:]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per test process, however its tests are ordered
 def mirrored(tmp_path_factory):
     out = tmp_path_factory.mktemp("mirrored")
     finish(run("mirrored", out))
     return out, json.loads((out / "mirrored.json").read_text())
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per test process, however its tests are ordered
 def workers(tmp_path_factory):
     out = tmp_path_factory.mktemp("workers")
-    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
+    cluster = {"worker": [f"localhost:{port}" for port in distributed_benchmark().free_ports(2)]}
     processes = [run("worker", out, env={"TF_CONFIG": json.dumps({"cluster": cluster,
                                                                   "task": {"type": "worker", "index": i}})})
                  for i in range(2)]
@@ -128,7 +126,7 @@ def resume_run(how, case, out):
                           text=True, timeout=600)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per test process, however its tests are ordered
 def resumed_runs(tmp_path_factory):
     """Per case: an uninterrupted run, and a run killed then started again, in processes two at a time."""
     import concurrent.futures

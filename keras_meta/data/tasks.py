@@ -112,6 +112,9 @@ class EpisodeStream:
         """This pipeline's part of the stream from global batch `start`, batched per replica."""
         start = _check_non_negative_int("start", start)
         num_pipelines = _check_positive_int("num_pipelines", num_pipelines)
+        if isinstance(pipeline, bool) or not isinstance(pipeline, (int, np.integer)) \
+                or not 0 <= pipeline < num_pipelines:
+            raise ValueError(f"`pipeline` must be an integer in 0..{num_pipelines - 1}, got {pipeline!r}.")
         if self.batch_size % num_pipelines:
             raise ValueError(
                 f"A batch of {self.batch_size} tasks cannot be split evenly over {num_pipelines} workers; "

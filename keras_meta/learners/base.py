@@ -7,6 +7,9 @@ whose output is the query predictions `[B, Q, ...]`; it trains with
 with `adapt(support_x, support_y)`.
 """
 
+import inspect
+import warnings
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -99,8 +102,16 @@ class MetaLearner(keras.Model):
         """
         stream = getattr(x, "episode_stream", None)
         if stream is not None:
-            restorers = [cb for cb in kwargs.get("callbacks") or () if hasattr(cb, "restored_stream_position")]
+            arguments = inspect.signature(keras.Model.fit).bind(self, x, y, *args, **kwargs).arguments
+            callbacks = arguments.get("callbacks") or ()
+            restorers = [cb for cb in getattr(callbacks, "callbacks", callbacks) if hasattr(cb, "stream_resumed")]
             start = max([cb.restored_stream_position() for cb in restorers], default=0)
+            for restorer in restorers:
+                restorer.stream_resumed = True
+            if any(isinstance(cb, keras.callbacks.BackupAndRestore) for cb in getattr(callbacks, "callbacks", callbacks)):
+                warnings.warn("keras.callbacks.BackupAndRestore starts the episode stream again at its first episode "
+                              "when it restores a run; keras_meta.callbacks.BackupAndRestore continues it.",
+                              stacklevel=2)
             x = stream.distribute(self.distribute_strategy, start)
         return super().fit(x, y, *args, **kwargs)
 
@@ -145,15 +156,17 @@ class MetaLearner(keras.Model):
     def _resolve_auto_jit_compile(self):
         """What `compile(jit_compile="auto")` (the default) means for every learner: XLA or not, per device.
 
-        No XLA when TensorFlow has only CPUs: on a 2-core CPU it made every
-        learner 0.08-0.5x as fast (`benchmarks/xla.py`, docs/gradient_based_learners.md, "XLA").
-        With a GPU or TPU, Keras' own choice (XLA unless a layer or a
-        `tf.distribute` strategy rules it out); that choice is unmeasured
-        here (no accelerator was available). `jit_compile=True` or `False` overrides it.
+        CPUs: no XLA, measured 0.08-0.5x as fast as graph mode for every
+        learner on a 2-core CPU (`benchmarks/xla.py`, docs/gradient_based_learners.md, "XLA").
+        GPUs: no XLA either until measured there (run `benchmarks/xla.py` on
+        the GPU and pass `jit_compile=True` where it is faster); XLA also drops
+        the inner loop's NaN check and pads metric learners' logits to the
+        support size. TPUs: Keras' own choice (they run compiled programs).
+        `jit_compile=True` or `False` overrides it.
         """
-        if all(device.device_type == "CPU" for device in tf.config.list_logical_devices()):
-            return False
-        return super()._resolve_auto_jit_compile()
+        if any(device.device_type == "TPU" for device in tf.config.list_logical_devices()):
+            return super()._resolve_auto_jit_compile()
+        return False
 
     def adapt(self, support_x, support_y):
         """Returns a plain Keras model fitted to one task's support set."""

@@ -115,6 +115,7 @@ class EmbeddingMetaLearner(MetaLearner):
         scale = tf.cast(self.optimizer.scale_loss(tf.ones([], loss.dtype)), tf.float32)
         context = tf.distribute.get_replica_context()
         if context is not None and replicas() > 1:  # clip the global gradient (the replicas' sum), not each part
+            gradients = [tf.zeros_like(v) if g is None else g for g, v in zip(gradients, variables)]
             gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
         gradients, _ = tf.clip_by_global_norm(gradients, self.gradient_clipnorm * scale)  # the unscaled norm
         if replicas() > 1:  # every replica holds the clipped sum; the optimizer sums them again

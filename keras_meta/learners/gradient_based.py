@@ -212,7 +212,12 @@ class GradientMetaLearner(MetaLearner):
         gradients, predictions, states = self.map_tasks(one_task, (support_x, support_y, query_x, y, weights),
                                                         signature)
         self.track_query_statistics(states)
-        return self.apply_meta_gradients(x, y, sample_weight, predictions, [tf.reduce_mean(g, 0) for g in gradients])
+        tasks = tf.cast(tf.shape(query_x)[0], tf.float32)
+        context = tf.distribute.get_replica_context()
+        if context is not None and replicas() > 1:  # replicas may hold unequal shares of a batch (or none)
+            tasks = context.all_reduce(tf.distribute.ReduceOp.SUM, tasks)
+        share = [tf.reduce_sum(g, 0) / tf.cast(tasks, g.dtype) for g in gradients]  # summed over replicas: the mean
+        return self.apply_meta_gradients(x, y, sample_weight, predictions, share)
 
     def task_meta_gradients(self, support_x, support_y, query_x, query_y, query_weight):
         """`(meta-gradients, query predictions, new state)` of one task.
@@ -223,7 +228,7 @@ class GradientMetaLearner(MetaLearner):
         """
         with tf.GradientTape() as tape:
             loss, predictions, new_state = self.task_query_loss(support_x, support_y, query_x, query_y, query_weight)
-            loss = loss * replicas()  # compute_loss divides by the replicas; apply_meta_gradients does too
+            loss = loss * replicas()  # compute_loss divides by the replicas; train_step takes the mean itself
         grads = tape.gradient(loss, self.trainable_variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         return grads, predictions, new_state
 
@@ -271,13 +276,12 @@ class GradientMetaLearner(MetaLearner):
     def apply_meta_gradients(self, x, y, sample_weight, predictions, gradients):
         """The end of every `train_step`: apply the meta-gradients, update the loss and metrics.
 
-        `gradients` (one per `self.trainable_variables`) are those of this
-        replica's mean query loss; the compiled optimizer applies them.
+        `gradients` (one per `self.trainable_variables`) are this replica's
+        share of the batch's mean meta-gradient (its tasks' sum over all the
+        batch's tasks): the compiled optimizer sums the replicas' shares.
         """
         loss = self.compute_loss(x=x, y=y, y_pred=predictions, sample_weight=sample_weight, training=True)
         self._loss_tracker.update_state(loss * replicas(), sample_weight=tf.shape(predictions)[0])
-        if replicas() > 1:  # the optimizer sums the replicas' gradients
-            gradients = [g / replicas() for g in gradients]
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
         return self.compute_metrics(x, y, predictions, sample_weight=sample_weight)
 

@@ -24,7 +24,8 @@ import keras
 import tensorflow as tf
 
 SUPPORTED = ("SGD", "Adam")
-_UNSUPPORTED_OPTIONS = ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "use_ema")
+_UNSUPPORTED_OPTIONS = ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "use_ema",
+                        "gradient_accumulation_steps", "loss_scale_factor")
 
 
 def functional_optimizer(optimizer):
