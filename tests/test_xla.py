@@ -110,7 +110,10 @@ def test_metric_learners_under_xla_match_graph_mode(name, episodes):
     num_classes = graph.shape[-1]  # the largest class count of a predict batch
     # Under XLA the logits have a static class axis (the support size; `ways` for MetaNetwork), padded at -1e9.
     assert compiled.shape == (*graph.shape[:-1], WAYS if name == "meta_network" else SUPPORT)
-    np.testing.assert_allclose(compiled[..., :num_classes], graph, rtol=RTOL, atol=ATOL)
+    # Matching Networks multiply cosine similarities by 100 before the softmax: their log-probabilities
+    # carry 100 times the rounding of the cosines (2e-4 seen), so they are compared 10-100 times looser.
+    rtol, atol = (1e-3, 1e-3) if name.startswith("matching") else (RTOL, ATOL)
+    np.testing.assert_allclose(compiled[..., :num_classes], graph, rtol=rtol, atol=atol)
     np.testing.assert_array_equal(compiled[..., num_classes:], -1e9)
     np.testing.assert_array_equal(compiled.argmax(-1), graph.argmax(-1))
 
