@@ -23,7 +23,10 @@ With `--peer PYTHON` (a Python that has learn2learn, see
 `peer_learn2learn.py` runs right after ours, and the JSON line gets
 `..._vs_learn2learn` speed ratios; with `--onednn-off` each workload also runs
 with TensorFlow's oneDNN CPU kernels off (keras-meta turns them on), for
-`..._onednn_vs_off` ratios. With `--repeats R` every measurement is taken R
+`..._onednn_vs_off` ratios; with `--baseline DIR` (a checkout of another
+version of keras-meta, e.g. `git worktree add /tmp/base v0.1`) each workload
+also runs with that version's package, for `..._vs_baseline` speed ratios
+(what a change costs or saves). With `--repeats R` every measurement is taken R
 times, the variants of a workload alternating (ours, peer, ours, peer, ...),
 and the JSON line reports medians, with each round's ratio in
 `..._vs_learn2learn_runs` (the machines are noisy). Ops run on 2 threads by
@@ -33,6 +36,7 @@ CPUs"). ProtoNet, one episode per step, is slower with one thread per op, so
 measure it in a run of its own with the default. Prints one JSON line.
 
     python benchmarks/throughput.py --peer $HOME/l2lenv/bin/python --onednn-off --repeats 3
+    python benchmarks/throughput.py --baseline /tmp/base --repeats 5 --workloads maml_k1,fomaml_k1,protonet
     python benchmarks/throughput.py --peer $HOME/l2lenv/bin/python --repeats 3 --intra-op-threads 1 --parallel-tasks 2 \
         --workloads maml_k1,maml_k5,fomaml_k1
 """
@@ -112,6 +116,7 @@ def measure(name, warmup, iters, jit_compile=False, parallel_tasks=1, intra_op_t
         "import_file_mb": after_import["RssFile"],
         "tensors_peak_mb": tensors_peak_mb(tf),
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1",
+        "package": os.path.dirname(os.path.abspath(keras_meta.__file__)),
     }
 
 
@@ -150,11 +155,18 @@ def tensors_peak_mb(tf):
         return None
 
 
-def run_ours(name, args, *extra, onednn=True):
-    """Measures one workload of keras-meta in a fresh process (`onednn=False`: TF_ENABLE_ONEDNN_OPTS=0)."""
+def run_ours(name, args, *extra, onednn=True, package=None):
+    """Measures one workload of keras-meta in a fresh process (`onednn=False`: TF_ENABLE_ONEDNN_OPTS=0).
+
+    `package`: a checkout whose `keras_meta` the process imports instead of this one's.
+    """
     command = [sys.executable, __file__, "--one", name, "--warmup", str(args.warmup), "--iters", str(args.iters),
                "--parallel-tasks", str(args.parallel_tasks), "--intra-op-threads", str(args.intra_op_threads), *extra]
-    env = None if onednn else dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0")
+    env = dict(os.environ)
+    if not onednn:
+        env["TF_ENABLE_ONEDNN_OPTS"] = "0"
+    if package is not None:
+        env["PYTHONPATH"] = os.pathsep.join([package, *filter(None, [env.get("PYTHONPATH")])])
     out, peak_anon_mb = run_sampled(command, env)
     return dict(json.loads(out.strip().splitlines()[-1]), peak_anon_mb=peak_anon_mb)
 
@@ -182,6 +194,8 @@ def main():
                         help="threads per TensorFlow op")
     parser.add_argument("--onednn-off", action="store_true",
                         help="also measure each workload with TensorFlow's oneDNN CPU kernels off")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="a checkout of another keras-meta version: run its workloads too, alternately")
     parser.add_argument("--repeats", type=int, default=1,
                         help="measure each variant this many times, alternating, and report medians")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one workload in this process
@@ -194,6 +208,8 @@ def main():
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     if args.parallel_tasks < 1 or args.intra_op_threads < 1:
         parser.error("--parallel-tasks and --intra-op-threads must be at least 1.")
+    if args.baseline and not os.path.isfile(os.path.join(args.baseline, "keras_meta", "__init__.py")):
+        parser.error(f"--baseline {args.baseline!r} is not a keras-meta checkout (no keras_meta/__init__.py in it).")
     if args.warmup < 1 or args.iters < 1:
         parser.error(f"--warmup and --iters must be at least 1, got {args.warmup} and {args.iters}.")
     results = {"benchmark": "throughput", "cpu_count": os.cpu_count(), "parallel_tasks": args.parallel_tasks,
@@ -210,7 +226,7 @@ def main():
 def measure_workload(name, args):
     """`args.repeats` rounds of every variant of one workload, alternating; medians as JSON fields."""
     unit = UNIT.get(name, "tasks_per_s")
-    rounds = {"ours": [], "xla": [], "off": [], "peer": []}
+    rounds = {"ours": [], "xla": [], "off": [], "peer": [], "baseline": []}
     for _ in range(args.repeats):
         rounds["ours"].append(run_ours(name, args))
         if args.jit_compile:
@@ -220,6 +236,11 @@ def measure_workload(name, args):
             if off["onednn"] or not rounds["ours"][-1]["onednn"]:
                 raise RuntimeError("TF_ENABLE_ONEDNN_OPTS did not reach the measuring processes as intended.")
             rounds["off"].append(off)
+        if args.baseline:
+            baseline = run_ours(name, args, package=os.path.abspath(args.baseline))
+            if baseline["package"] == rounds["ours"][-1]["package"]:
+                raise RuntimeError(f"--baseline {args.baseline} imported the same keras_meta as this checkout.")
+            rounds["baseline"].append(baseline)
         if args.peer:
             peer = run_peer(args.peer, name, args.iters)
             rounds["peer"].append({"per_s": peer["throughput_per_s"], "peak_rss_mb": peer["peak_rss_mib"],
@@ -244,6 +265,11 @@ def measure_workload(name, args):
     if args.onednn_off:
         results[f"{name}_onednn_off_{unit}"] = round(median("off"), 3)
         results[f"{name}_onednn_vs_off"] = round(ours / median("off"), 2)
+    if args.baseline:
+        results[f"{name}_baseline_{unit}"] = round(median("baseline"), 3)
+        results[f"{name}_vs_baseline"] = round(ours / median("baseline"), 3)
+        results[f"{name}_vs_baseline_runs"] = [
+            round(a["per_s"] / b["per_s"], 3) for a, b in zip(rounds["ours"], rounds["baseline"])]
     if args.peer:
         results[f"{name}_learn2learn_{unit}"] = round(median("peer"), 3)
         results[f"{name}_learn2learn_peak_rss_mb"] = round(median("peer", "peak_rss_mb"))

@@ -33,6 +33,8 @@ the previous one with probability 0.8 and a random item otherwise. Inputs are th
 
 
 class UserSessions(TaskDistribution):
+    check_drawn_labels = False  # labels are item ids, not the classes 0..N-1 of an N-way episode
+
     def __init__(self, num_items=20, window=5, shots=10, queries=10, habit=0.8, seed=None):
         super().__init__(seed)
         self.num_items, self.window, self.shots, self.queries, self.habit = num_items, window, shots, queries, habit
@@ -63,7 +65,8 @@ model = keras.Sequential([
     keras.layers.GRU(32),
     keras.layers.Dense(num_items),
 ])
-learner = keras_meta.learners.MAML(model, inner_learning_rate=0.5, inner_steps=3)
+# Labels are item ids, one label space for every user: `episode_labels=False`.
+learner = keras_meta.learners.MAML(model, inner_learning_rate=0.5, inner_steps=3, episode_labels=False)
 ranking = [keras_meta.metrics.accuracy_at_1(), keras_meta.metrics.recall_at_k(5),
            keras_meta.metrics.MeanReciprocalRank()]
 learner.compile(optimizer=keras.optimizers.Adam(3e-3),

@@ -15,6 +15,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_meta.data import EpisodeSampler
+from keras_meta.data.episodes import _size_range
+from keras_meta.data.tasks import _check_positive_int, _check_seed
 
 EpisodeAccuracy = collections.namedtuple("EpisodeAccuracy", ["accuracy", "ci95", "num_episodes", "per_episode"])
 
@@ -42,6 +44,17 @@ def evaluate_episodes(learner, episodes, verbose=1):
     Returns:
         `EpisodeAccuracy(accuracy, ci95, num_episodes, per_episode)`.
     """
+    if not isinstance(episodes, tf.data.Dataset):
+        raise ValueError(
+            f"`episodes` must be a finite `tf.data.Dataset` of episode batches, got {type(episodes).__name__}; "
+            "e.g. `sampler.dataset(batch_size=50, num_episodes=600)`."
+        )
+    spec = episodes.element_spec
+    if not isinstance(spec, tuple) or len(spec) not in (2, 3) or not isinstance(spec[0], dict):
+        raise ValueError(
+            "`episodes` must yield `(inputs, labels)` or `(inputs, labels, sample_weight)` batches with "
+            f"`inputs` a dict of support_x, support_y and query_x, as `sampler.dataset(...)`; it yields {spec}."
+        )
     cardinality = int(episodes.cardinality())
     if cardinality < 0:
         raise ValueError(
@@ -54,7 +67,12 @@ def evaluate_episodes(learner, episodes, verbose=1):
     for step, batch in enumerate(episodes):
         inputs, labels = batch[0], batch[1].numpy()
         weights = batch[2].numpy() if len(batch) > 2 else np.ones(labels.shape, np.float32)
-        logits = predict(inputs).numpy()
+        logits = np.asarray(predict(inputs))
+        if logits.ndim != 3 or logits.shape[:2] != labels.shape:
+            raise ValueError(
+                f"The learner's outputs must be query logits [batch, queries, ways] = {list(labels.shape)} + "
+                f"[ways], got shape {list(logits.shape)}."
+            )
         correct = (np.argmax(logits, axis=-1) == labels) * weights
         per_episode.extend(correct.sum(axis=1) / weights.sum(axis=1))
         if progress:
@@ -90,7 +108,12 @@ def evaluate_few_shot(learner, x, y, ways, shots=1, queries=15, num_episodes=600
     A shortcut for `evaluate_episodes(learner, EpisodeSampler(x, y, ...).dataset(...))`;
     `batch_size=None` batches about 1024 examples at a time.
     """
+    max_ways, max_shots = _size_range("ways", ways)[1], _size_range("shots", shots)[1]
+    queries = _check_positive_int("queries", queries)
+    num_episodes = _check_positive_int("num_episodes", num_episodes)
+    seed = None if seed is None else _check_seed(seed)
     if batch_size is None:
-        batch_size = max(1, 1024 // (ways * (shots + queries)))
+        batch_size = max(1, 1024 // (max_ways * (max_shots + queries)))
+    batch_size = _check_positive_int("batch_size", batch_size)
     sampler = EpisodeSampler(x, y, ways=ways, shots=shots, queries=queries, seed=seed)
     return evaluate_episodes(learner, sampler.dataset(batch_size=batch_size, num_episodes=num_episodes), verbose)

@@ -9,7 +9,8 @@ DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 
 @pytest.mark.parametrize("page", ["episodes.md", "datasets.md", "gradient_based_learners.md", "functional.md",
-                                  "metric_learners.md", "meta_networks.md", "few_shot_ops.md", "distributed.md"])
+                                  "metric_learners.md", "meta_networks.md", "few_shot_ops.md", "distributed.md",
+                                  "reliability.md"])
 def test_docs_code_blocks_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with open(os.path.join(DOCS, page)) as f:
@@ -18,3 +19,13 @@ def test_docs_code_blocks_run(page, tmp_path, monkeypatch):
     namespace = {}
     for block in blocks:
         exec(compile(block, page, "exec"), namespace)
+
+
+def test_every_test_the_reliability_table_names_exists():
+    root = os.path.dirname(DOCS)
+    with open(os.path.join(DOCS, "reliability.md")) as f:
+        named = re.findall(r"`(tests/\w+\.py)::(\w+)`", f.read())
+    assert len(named) >= 20
+    for path, name in named:
+        with open(os.path.join(root, path)) as f:
+            assert re.search(rf"^def {name}\(", f.read(), flags=re.M), f"{path}::{name} does not exist"

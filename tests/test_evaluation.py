@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from keras_meta.data import EpisodeSampler
-from keras_meta.evaluation import confidence_interval, evaluate_episodes
+from keras_meta.evaluation import confidence_interval, evaluate_episodes, evaluate_few_shot
 
 
 def test_confidence_interval_formula():
@@ -40,3 +40,55 @@ def test_infinite_episodes_rejected(labelled_ids):
     sampler = EpisodeSampler(*labelled_ids, ways=2, shots=1, queries=1)
     with pytest.raises(ValueError, match="infinite"):
         evaluate_episodes(FixedGuess(), sampler.dataset(batch_size=2))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(ways=0), r"`ways` must be a positive integer, got 0"),
+        (dict(ways=-5), r"`ways` must be a positive integer, got -5"),
+        (dict(ways=2.0), r"`ways` must be a positive integer, got 2.0"),
+        (dict(ways=4, shots=0), r"`shots` must be a positive integer, got 0"),
+        (dict(ways=4, queries=0), r"`queries` must be a positive integer, got 0"),
+        (dict(ways=4, num_episodes=0), r"`num_episodes` must be a positive integer, got 0"),
+        (dict(ways=4, batch_size=0), r"`batch_size` must be a positive integer, got 0"),
+        (dict(ways=4, batch_size=2.5), r"`batch_size` must be a positive integer, got 2.5"),
+        (dict(ways=4, seed="0"), r"`seed` must be an integer"),
+        (dict(ways=13, queries=1), r"ways=13 but only 12 classes"),
+        (dict(ways=4, shots=5, queries=6), r"shots \+ queries = 5 \+ 6 = 11 examples per class"),
+    ],
+)
+def test_evaluate_few_shot_bad_arguments_raise(labelled_ids, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        evaluate_few_shot(FixedGuess(), *labelled_ids, verbose=0, **kwargs)
+
+
+def test_evaluate_few_shot_variable_ways(labelled_ids):
+    result = evaluate_few_shot(FixedGuess(), *labelled_ids, ways=(2, 4), shots=1, queries=3, num_episodes=8,
+                               verbose=0)
+    assert result.num_episodes == 8
+    assert evaluate_few_shot(FixedGuess(), *labelled_ids, ways=4, num_episodes=2, queries=3, seed=None,
+                             verbose=0).num_episodes == 2
+
+
+def test_evaluate_episodes_bad_episodes_raise(labelled_ids):
+    sampler = EpisodeSampler(*labelled_ids, ways=4, shots=1, queries=3, seed=0)
+    with pytest.raises(ValueError, match="must be a finite `tf.data.Dataset`"):
+        evaluate_episodes(FixedGuess(), list(sampler.dataset(batch_size=2, num_episodes=2)), verbose=0)
+    pairs = tf.data.Dataset.from_tensor_slices((np.zeros((4, 3), "float32"), np.arange(4))).batch(2)
+    with pytest.raises(ValueError, match=r"must yield `\(inputs, labels\)`"):
+        evaluate_episodes(FixedGuess(), pairs, verbose=0)
+
+
+class Embedder:
+    """Stands in for a learner that returns query embeddings, not logits."""
+
+    def __call__(self, inputs, training=False):
+        return tf.reshape(inputs["query_x"], tf.concat([tf.shape(inputs["query_x"])[:2], [-1]], 0))[..., 0]
+
+
+def test_evaluate_episodes_rejects_outputs_that_are_not_logits(labelled_ids):
+    sampler = EpisodeSampler(*labelled_ids, ways=4, shots=1, queries=3, seed=0)
+    with pytest.raises(ValueError, match=r"query logits \[batch, queries, ways\] = \[2, 12\] \+ \[ways\], got shape "
+                                         r"\[2, 12\]"):
+        evaluate_episodes(Embedder(), sampler.dataset(batch_size=2, num_episodes=2), verbose=0)

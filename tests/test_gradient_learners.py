@@ -221,8 +221,30 @@ def test_nan_inner_loss_is_reported():
     learner.compile(optimizer="adam", loss=CE)
     inputs, labels = classification_episode()
     inputs["support_x"][0, 0, 0] = np.nan
-    with pytest.raises(tf.errors.InvalidArgumentError, match="inner-loop loss on a task's support set is NaN"):
+    before = [w.copy() for w in learner.get_weights()]
+    with pytest.raises(learners.NonFiniteError, match="Training step 1 had non-finite support inputs"):
         learner.fit(inputs, labels, epochs=1, batch_size=2, verbose=0)
+    for old, new in zip(before, learner.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_nan_inner_loss_outside_training_is_reported():
+    learner = learners.MAML(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
+    learner.compile(optimizer="adam", loss=CE)
+    inputs, labels = classification_episode()
+    inputs["support_x"][0, 0, 0] = np.inf
+    message = "The inner-loop loss on a task's support set is NaN or infinite"
+    with pytest.raises(learners.NonFiniteError, match=message):
+        learner.predict(inputs, batch_size=2, verbose=0)
+    with pytest.raises(learners.NonFiniteError, match=message):
+        learner.evaluate(inputs, labels, batch_size=2, verbose=0)
+    with pytest.raises(learners.NonFiniteError, match="`support_x` holds NaN or infinite values"):
+        learner.adapt(inputs["support_x"][0], inputs["support_y"][0])
+    diverging = learners.MAML(keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]), inner_learning_rate=1e30,
+                              inner_steps=3)
+    diverging.compile(loss="mse")  # the first step's weights square past float32's range in the next loss
+    with pytest.raises(learners.NonFiniteError, match=message):
+        diverging.adapt(np.ones((4, 3), "float32"), np.full((4, 1), 10.0, "float32"))
 
 
 def test_inner_gradient_clipping_bounds_each_step():

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -366,6 +367,108 @@ def test_command_line_exports_models_and_learners(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["kind"] == "model"
     adapted = keras.saving.load_model(tmp_path / "anil.keras").adapt(support_x, np.arange(5))
     assert_close(lite.LiteModel(str(tmp_path / "task.tflite")).predict(x), adapted.predict(x, verbose=0))
+
+
+@pytest.fixture
+def small_model_file(tmp_path):
+    """A saved plain Keras model with inputs of shape (4,)."""
+    keras.utils.set_random_seed(0)
+    path = tmp_path / "small.keras"
+    keras_meta.models.mlp((4,), hidden_units=(8,), num_outputs=3).save(path)
+    return path
+
+
+def assert_one_line_usage_error(capsys, argv, message):
+    """`keras-meta` exits with status 2 and one line on stderr, no traceback, matching `message`."""
+    from keras_meta.lite import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and not captured.out
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("keras-meta export: error: ")
+    assert re.search(message, lines[0]), lines[0]
+
+
+@pytest.mark.parametrize("option, value", [("--max-ways", "0"), ("--steps", "-1"), ("--support-size", "many"),
+                                           ("--calibration-episodes", "0"), ("--max-ways", "2.5")])
+def test_command_line_rejects_counts_that_are_not_positive(option, value, capsys):
+    assert_one_line_usage_error(capsys, ["export", "model.keras", "out.tflite", option, value],
+                                f"argument {option}: must be a positive integer, got '{re.escape(value)}'")
+
+
+def test_command_line_rejects_missing_or_corrupt_model_files(small_model_file, tmp_path, capsys):
+    out = str(tmp_path / "out.tflite")
+    assert_one_line_usage_error(capsys, ["export", str(tmp_path / "missing.keras"), out],
+                                "No such model file: '.*missing.keras'")
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(small_model_file.read_bytes()[:100])
+    assert_one_line_usage_error(capsys, ["export", str(truncated), out], "'.*truncated.keras' is a corrupt .keras file")
+    assert_one_line_usage_error(capsys, ["export", str(small_model_file), str(tmp_path)], "is a folder")
+    assert not os.path.exists(out)
+
+
+def test_command_line_rejects_bad_adapt_and_calibration_files(small_model_file, tmp_path, capsys):
+    model, out = str(small_model_file), str(tmp_path / "out.tflite")
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not numpy data" * 10)
+    np.savez(tmp_path / "wrong_keys.npz", x=np.zeros((5, 4)), y=np.arange(5))
+    np.savez(tmp_path / "mismatched.npz", support_x=np.zeros((5, 4)), support_y=np.arange(4))
+    np.save(tmp_path / "wrong_shape.npy", np.zeros((10, 28, 28, 1), np.float32))
+    np.save(tmp_path / "empty.npy", np.zeros((0, 4), np.float32))
+    cases = [
+        (["--adapt", str(tmp_path / "missing.npz")], r"--adapt .*missing.npz: no such file"),
+        (["--adapt", str(garbage)], r"--adapt .*garbage.npz: not a readable .npy or .npz file"),
+        (["--adapt", str(tmp_path / "wrong_keys.npz")], r"must be an .npz file with arrays support_x and support_y; "
+                                                        r"it has \['x', 'y'\]"),
+        (["--adapt", str(tmp_path / "mismatched.npz")], r"one label \(or target\) per support_x example"),
+        (["--quantize", "int8", "--calibration-data", str(tmp_path / "missing.npy")], r"missing.npy: no such file"),
+        (["--quantize", "int8", "--calibration-data", str(garbage)], r"not a readable .npy or .npz file"),
+        (["--quantize", "int8", "--calibration-data", model], r"not a readable .npy or .npz file \(a zip whose entries"),
+        (["--quantize", "int8", "--calibration-data", str(tmp_path / "empty.npy")], r"expected a numeric array"),
+        (["--quantize", "int8", "--calibration-data", str(tmp_path / "wrong_shape.npy")],
+         r"examples of shape \(28, 28, 1\), but the model takes inputs of shape \(4,\)"),
+        (["--quantize", "int8"], r"inputs of shape \(4,\) needs --calibration-data"),
+    ]
+    for options, message in cases:
+        assert_one_line_usage_error(capsys, ["export", model, out, *options], message)
+    assert not os.path.exists(out)
+
+
+def test_command_line_rejects_support_sets_the_learner_cannot_take(tmp_path, capsys):
+    keras.utils.set_random_seed(0)
+    learner = keras_meta.learners.MAML(keras_meta.models.mlp((4,), hidden_units=(8,), num_outputs=3))
+    learner.compile(loss=LOSS)
+    learner.save(tmp_path / "maml.keras")
+    np.savez(tmp_path / "wide.npz", support_x=np.zeros((3, 5), np.float32), support_y=np.arange(3))
+    np.savez(tmp_path / "labels.npz", support_x=np.zeros((3, 4), np.float32), support_y=np.array([0, 1, 7]))
+    model, out = str(tmp_path / "maml.keras"), str(tmp_path / "out.tflite")
+    assert_one_line_usage_error(capsys, ["export", model, out, "--adapt", str(tmp_path / "wide.npz")],
+                                r"support_x examples have shape \(5,\), but the learner takes inputs of shape \(4,\)")
+    assert_one_line_usage_error(capsys, ["export", model, out, "--adapt", str(tmp_path / "labels.npz")],
+                                r"labels.npz: .*label value of 7 .*outside the valid range of \[0, 3\)")
+    assert not os.path.exists(out)
+
+
+def test_load_model_reports_corrupt_and_missing_files(small_model_file, tmp_path):
+    from keras_meta.lite import cli
+
+    assert isinstance(cli.load_model(small_model_file), keras.Model)
+    with pytest.raises(FileNotFoundError, match="missing.keras"):
+        cli.load_model(tmp_path / "missing.keras")
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(small_model_file.read_bytes()[:100])
+    with pytest.raises(ValueError, match=f"{re.escape(repr(str(truncated)))} is a corrupt .keras file"):
+        cli.load_model(truncated)
+    damaged = bytearray(small_model_file.read_bytes())  # stored entries: the weights file's bytes appear as they are
+    start = damaged.index(b"HDF")
+    damaged[start + 200:start + 210] = b"x" * 10
+    (tmp_path / "damaged.keras").write_bytes(bytes(damaged))
+    with pytest.raises(ValueError, match=r"damaged.keras' is a corrupt .keras file \(Bad CRC-32"):
+        cli.load_model(tmp_path / "damaged.keras")
 
 
 def test_example_classifies_new_characters_in_the_interpreter(tmp_path):

@@ -252,3 +252,14 @@ def test_constructor_errors_name_the_fix():
         MatchingNetwork(keras.layers.Dense(3))
     with pytest.raises(ValueError, match="processing_steps"):
         MatchingNetwork(linear_backbone()[0], full_context_embeddings=True, processing_steps=0)
+
+
+@pytest.mark.parametrize("name", sorted(LEARNERS) + ["protonet"])
+def test_adapt_refuses_non_finite_support_inputs(name):
+    build = LEARNERS.get(name, lambda b: keras_meta.learners.PrototypicalNetwork(b))
+    learner = build(linear_backbone()[0])
+    inputs = fixed_episode()
+    support_x = inputs["support_x"][0].copy()
+    support_x[1, 0] = np.nan
+    with pytest.raises(keras_meta.learners.NonFiniteError, match="`support_x` holds NaN or infinite values"):
+        learner.adapt(support_x, inputs["support_y"][0])

@@ -72,3 +72,57 @@ def test_offline_download_gives_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(keras.utils, "get_file", offline)
     with pytest.raises(OSError, match="offline.*images_evaluation.zip"):
         omniglot.load("evaluation", data_dir=str(tmp_path))
+
+
+def test_unseen_alphabet_split_takes_one_split_name():
+    train, test = omniglot.unseen_alphabet_split(train_splits="small1", test_split="small2", image_size=14)
+    assert sorted(set(test.alphabets)) == ["Japanese_(katakana)", "Sanskrit", "Tagalog"]
+    assert train.images.shape == (2720, 14, 14, 1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(train_splits=("small1", "small3")), r"Unknown Omniglot split 'small3' in `train_splits`; choose one of "
+                                                  r"\['background', 'evaluation', 'small1', 'small2'\]"),
+        (dict(train_splits="smal1"), r"Unknown Omniglot split 'smal1' in `train_splits`; choose one of \["),
+        (dict(train_splits=()), r"`train_splits` is empty"),
+        (dict(train_splits=3), r"`train_splits` must be a split name or a sequence of them"),
+        (dict(test_split=("small2",)), r"Unknown Omniglot split \('small2',\) in `test_split`"),
+        (dict(image_size=0), r"`image_size` must be a positive int .*got 0"),
+    ],
+)
+def test_unseen_alphabet_split_bad_arguments_raise_before_loading(kwargs, message, monkeypatch):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("loaded data before checking the arguments")
+
+    monkeypatch.setattr(omniglot.sources, "read_class_files", no_loading)
+    with pytest.raises(ValueError, match=message):
+        omniglot.unseen_alphabet_split(**kwargs)
+
+
+@pytest.mark.parametrize("image_size", [0, -28, (28, -1), 28.0, "28"])
+def test_bad_image_size_raises(image_size, monkeypatch):
+    monkeypatch.setattr(keras.utils, "get_file", lambda *a, **k: pytest.fail("downloaded"))
+    with pytest.raises(ValueError, match=r"`image_size` must be a positive int"):
+        omniglot.load("evaluation", image_size=image_size)
+    with pytest.raises(ValueError, match=r"`image_size` must be a positive int"):
+        omniglot.decode(b"", image_size=image_size)
+
+
+def test_unknown_split_of_another_type_raises():
+    with pytest.raises(ValueError, match=r"Unknown Omniglot split \['small1'\]"):
+        omniglot.load(["small1"])
+
+
+def test_corrupt_cached_image_is_named(tmp_path, monkeypatch):
+    with zipfile.ZipFile(omniglot.archive_path("small1")) as archive:
+        names = sorted(n for n in archive.namelist() if n.endswith(".png"))[:2]
+        content = {name: archive.read(name) for name in names}
+    broken = tmp_path / "images_evaluation.zip"
+    with zipfile.ZipFile(broken, "w") as archive:
+        archive.writestr(names[0], content[names[0]])
+        archive.writestr(names[1], content[names[1]][:40])
+    monkeypatch.setattr(keras.utils, "get_file", lambda *a, **k: str(broken))
+    with pytest.raises(ValueError, match=f"Cannot decode '{names[1]}' in '{broken}'"):
+        omniglot.load("evaluation")

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -47,10 +48,21 @@ def test_logits_against_numpy_reference(distance):
 def test_absent_classes_are_masked():
     backbone, _ = linear_backbone()
     learner = PrototypicalNetwork(backbone)
-    support_y = np.array([[0, 2, -1, 2]], "int32")  # class 1 absent, one padded slot
-    x = np.ones((1, 4, 6), "float32")
+    support_y = np.array([[0, 1, -1, -1], [0, 1, 2, 2]], "int32")  # a 2-way task (padded) beside a 3-way one
+    x = np.ones((2, 4, 6), "float32")
     logits = learner({"support_x": x, "support_y": support_y, "query_x": x}).numpy()
-    assert (logits[..., 1] <= -1e8).all() and (logits[..., [0, 2]] > -1e8).all()
+    assert (logits[0, :, 2] <= -1e8).all() and (logits[0, :, :2] > -1e8).all() and (logits[1] > -1e8).all()
+
+
+@pytest.mark.parametrize("support_y, shown", [([[0, 2, -1, 2]], "[-1 0 2]"), ([[0, 1, 7, 1]], "[0 1 7]"),
+                                              ([[0, 1, -3, 1]], "[-3 0 1]"), ([[-1, -1, -1, -1]], "[-1]")])
+@pytest.mark.parametrize("eager", [True, False])
+def test_invalid_support_labels_are_refused(support_y, shown, eager):
+    learner = PrototypicalNetwork(linear_backbone()[0])
+    x = np.ones((1, 4, 6), "float32")
+    episode = {"support_x": x, "support_y": np.array(support_y, "int32"), "query_x": x}
+    with pytest.raises(ValueError, match=r"`support_y` of task 0 holds the labels " + re.escape(shown)):
+        learner(episode) if eager else learner.predict_on_batch(episode)
 
 
 def blobs(num_classes=8, per_class=12, dim=6, seed=0):

@@ -137,7 +137,7 @@ def test_throughput_benchmark_alternates_repeats_and_reports_medians(monkeypatch
     calls = []
     ours, peer = iter([1.0, 3.0, 2.0]), iter([2.0, 2.0, 4.0])
 
-    def fake_ours(name, args, *extra, onednn=True):
+    def fake_ours(name, args, *extra, onednn=True, package=None):
         calls.append("ours")
         return {"per_s": next(ours), "peak_rss_mb": 900.0, "peak_anon_mb": 500.0, "warmup_seconds": 1.0,
                 "import_anon_mb": 210.0, "import_file_mb": 310.0, "tensors_peak_mb": 100.0, "onednn": True}
@@ -148,7 +148,8 @@ def test_throughput_benchmark_alternates_repeats_and_reports_medians(monkeypatch
 
     monkeypatch.setattr(throughput, "run_ours", fake_ours)
     monkeypatch.setattr(throughput, "run_peer", fake_peer)
-    args = argparse.Namespace(repeats=3, jit_compile=False, onednn_off=False, peer="python", iters=1)
+    args = argparse.Namespace(repeats=3, jit_compile=False, onednn_off=False, peer="python", iters=1,
+                              baseline=None)
     results = throughput.measure_workload("maml_k1", args)
     assert calls == ["ours", "peer"] * 3
     assert results["maml_k1_tasks_per_s"] == 2.0 and results["maml_k1_learn2learn_tasks_per_s"] == 2.0
@@ -157,6 +158,29 @@ def test_throughput_benchmark_alternates_repeats_and_reports_medians(monkeypatch
     assert results["maml_k1_peak_rss_mb"] == 900 and results["maml_k1_learn2learn_peak_rss_mb"] == 600
     assert results["maml_k1_peak_anon_mb"] == 500 and results["maml_k1_learn2learn_peak_anon_mb"] == 450
     assert (results["maml_k1_import_anon_mb"], results["maml_k1_tensors_peak_mb"]) == (210, 100)
+
+
+def test_throughput_benchmark_compares_with_a_baseline_checkout(monkeypatch, tmp_path):
+    throughput = import_throughput()
+    calls, speeds = [], iter([2.0, 1.0, 3.0, 3.0, 1.0, 2.0])
+
+    def fake_ours(name, args, *extra, onednn=True, package=None):
+        calls.append(package)
+        return {"per_s": next(speeds), "peak_rss_mb": 900.0, "peak_anon_mb": 500.0, "warmup_seconds": 1.0,
+                "import_anon_mb": 210.0, "import_file_mb": 310.0, "tensors_peak_mb": 100.0, "onednn": True,
+                "package": package or "here"}
+
+    monkeypatch.setattr(throughput, "run_ours", fake_ours)
+    args = argparse.Namespace(repeats=3, jit_compile=False, onednn_off=False, peer=None, iters=1,
+                              baseline=str(tmp_path))
+    results = throughput.measure_workload("protonet", args)
+    assert calls == [None, str(tmp_path)] * 3  # alternating, the baseline imported from its own checkout
+    assert results["protonet_episodes_per_s"] == 2.0 and results["protonet_baseline_episodes_per_s"] == 2.0
+    assert results["protonet_vs_baseline_runs"] == [2.0, 1.0, 0.5]
+    assert results["protonet_vs_baseline"] == 1.0
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/throughput.py"), "--baseline",
+                             str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "is not a keras-meta checkout" in result.stderr
 
 
 def test_throughput_benchmark_samples_a_processs_anonymous_memory():

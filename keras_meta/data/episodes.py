@@ -33,9 +33,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_meta.data import sources
-from keras_meta.data.tasks import TaskDistribution, _check_positive_int
+from keras_meta.data.tasks import QUERY_X, SUPPORT_X, SUPPORT_Y, TaskDistribution, _check_positive_int
 
-SUPPORT_X, SUPPORT_Y, QUERY_X = "support_x", "support_y", "query_x"
 _ROTATIONS = (0, 90, 180, 270)
 
 
@@ -73,6 +72,8 @@ class EpisodeSampler(TaskDistribution):
         seed: makes the episode stream reproducible (see `TaskDistribution`).
     """
 
+    check_drawn_labels = False  # support labels come from tf.range, queries from the same classes
+
     def __init__(self, x, y, ways, shots, queries, classes=None, rotations=None, flips=False, seed=None):
         super().__init__(seed)
         x, y = sources.check_examples(x, y)
@@ -104,13 +105,15 @@ class EpisodeSampler(TaskDistribution):
         self._pixel_orders = self._transform_orders(x.shape) if self.rotations != (0,) or self.flips else None
 
     @classmethod
-    def from_dataset(cls, dataset, ways, shots, queries, **kwargs):
+    def from_dataset(cls, dataset, ways, shots, queries, max_examples=1_000_000, **kwargs):
         """Builds a sampler from a `tf.data.Dataset` of `(x, y)` pairs.
 
         Any TFDS dataset loaded with `as_supervised=True` works; the examples
-        are read into memory once.
+        are read into memory once. A dataset of unknown size (after
+        `.filter()`, say) may hold at most `max_examples` examples: more
+        raise, as it may be infinite (make it finite with `.take(n)`).
         """
-        x, y = sources.arrays_from_dataset(dataset)
+        x, y = sources.arrays_from_dataset(dataset, max_examples=max_examples)
         return cls(x, y, ways, shots, queries, **kwargs)
 
     @classmethod

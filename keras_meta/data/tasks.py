@@ -16,6 +16,11 @@ Example:
 import numpy as np
 import tensorflow as tf
 
+from keras_meta.data import checks
+
+# The keys of an episode's inputs: support examples and labels, query examples (the targets are the query labels).
+SUPPORT_X, SUPPORT_Y, QUERY_X = "support_x", "support_y", "query_x"
+
 
 def _check_positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -37,6 +42,11 @@ class TaskDistribution:
             one at random once, so a fixed evaluation set stays fixed for the
             lifetime of the object.
     """
+
+    # Each drawn task's integer labels are checked as an N-way episode's (`checks.task_labels_checked`). A
+    # subclass whose labels are ids of a label space shared by all tasks (items, say), or valid by
+    # construction, turns the check off.
+    check_drawn_labels = True
 
     def __init__(self, seed=None):
         self.seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else _check_seed(seed)
@@ -77,10 +87,14 @@ class TaskDistribution:
         return tasks.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
     def task_drawer(self, seed):
-        """`index -> task`: task `index` of the stream with this seed."""
+        """`index -> task`: task `index` of the stream with this seed, its labels checked (`checks`)."""
 
         def draw(index):
-            return self.sample_task(tf.stack([tf.constant(seed, tf.int64), index]))
+            task = self.sample_task(tf.stack([tf.constant(seed, tf.int64), index]))
+            if not self.check_drawn_labels:
+                return task
+            inputs, targets, *weights = task
+            return (inputs, checks.task_labels_checked(inputs[SUPPORT_Y], targets), *weights)
 
         return draw
 

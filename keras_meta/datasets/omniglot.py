@@ -47,19 +47,40 @@ def decode(png_bytes, image_size=28):
     >>> decode(open("0108_01.png", "rb").read()).shape  # doctest: +SKIP
     TensorShape([28, 28, 1])
     """
+    size = None if image_size is None else sources.check_image_size(image_size)
     image = tf.io.decode_png(png_bytes, channels=1)
     ink = 1.0 - tf.image.convert_image_dtype(image, tf.float32)
-    if image_size is None:
+    if size is None:
         return ink
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     return tf.image.resize(ink, size, method="area", antialias=True)
+
+
+def check_split(split, argument="split"):
+    """`split` if it names an Omniglot split, else a `ValueError` listing the names."""
+    if not isinstance(split, str) or split not in SPLITS:
+        where = "" if argument == "split" else f" in `{argument}`"
+        raise ValueError(f"Unknown Omniglot split {split!r}{where}; choose one of {sorted(SPLITS)}.")
+    return split
+
+
+def check_splits(splits, argument="splits"):
+    """A tuple of split names from one name or a sequence of them; unknown names raise `ValueError`."""
+    if isinstance(splits, str):
+        splits = (splits,)
+    try:
+        splits = tuple(splits)
+    except TypeError:
+        raise ValueError(
+            f"`{argument}` must be a split name or a sequence of them, out of {sorted(SPLITS)}; got {splits!r}."
+        ) from None
+    if not splits:
+        raise ValueError(f"`{argument}` is empty: name at least one split out of {sorted(SPLITS)}.")
+    return tuple(check_split(split, argument) for split in splits)
 
 
 def archive_path(split, data_dir=None):
     """Local path of a split's zip: bundled (small1, small2), cached, or downloaded now."""
-    if split not in SPLITS:
-        raise ValueError(f"Unknown Omniglot split {split!r}; choose one of {sorted(SPLITS)}.")
-    fname, sha256 = SPLITS[split]
+    fname, sha256 = SPLITS[check_split(split)]
     if split in BUNDLED:
         return str(importlib.resources.files("keras_meta.datasets") / "omniglot_data" / fname)
     try:
@@ -83,17 +104,24 @@ def load(split, image_size=28, data_dir=None):
 
     Args:
         split: `"background"`, `"evaluation"`, `"small1"` or `"small2"`.
-        image_size: side of the square output images (`None`: 105).
+        image_size: side of the square output images, or a `(height, width)`
+            pair (`None`: the original 105x105).
         data_dir: cache folder for downloaded splits (default `$KERAS_HOME`,
             else `~/.keras`); the bundled splits never need it.
     """
     return _load_named(split, image_size, data_dir)[0]
 
 
+def _check_image_size(image_size):
+    return None if image_size is None else sources.check_image_size(image_size)
+
+
 def _load_named(split, image_size, data_dir):
     """`(Omniglot, character_names)`, names such as `"Greek/character01"`."""
-    contents, labels, class_names = sources.read_class_folders(archive_path(split, data_dir))
-    images = sources.decode_all(contents, lambda data: decode(data, image_size))
+    size = _check_image_size(image_size)
+    path = archive_path(split, data_dir)
+    contents, labels, class_names, files = sources.read_class_files(path)
+    images = sources.decode_all(contents, lambda data: decode(data, size), files=files, path=path)
     alphabets = np.array([name.split("/")[0] for name in class_names])
     return Omniglot(images, labels, alphabets), class_names
 
@@ -101,12 +129,16 @@ def _load_named(split, image_size, data_dir):
 def unseen_alphabet_split(train_splits=("small1",), test_split="small2", image_size=28, data_dir=None):
     """Training data and a test set of alphabets that training never saw.
 
-    Loads and merges `train_splits`, then keeps from `test_split` only the
-    characters of alphabets absent from training (for `small1` -> `small2`:
-    Japanese (katakana), Sanskrit and Tagalog). Returns `(train, test)`
-    `Omniglot` tuples with labels renumbered from 0; `test` is `None` when every
-    alphabet of `test_split` was seen in training.
+    Loads and merges `train_splits` (one split name or a sequence of them),
+    then keeps from `test_split` only the characters of alphabets absent from
+    training (for `small1` -> `small2`: Japanese (katakana), Sanskrit and
+    Tagalog). Returns `(train, test)` `Omniglot` tuples with labels renumbered
+    from 0; `test` is `None` when every alphabet of `test_split` was seen in
+    training.
     """
+    train_splits = check_splits(train_splits, "train_splits")
+    test_split = check_split(test_split, "test_split")
+    _check_image_size(image_size)
     train = _merge([_load_named(split, image_size, data_dir) for split in train_splits])
     test = load(test_split, image_size, data_dir)
     unseen = np.flatnonzero(~np.isin(test.alphabets, train.alphabets))

@@ -5,6 +5,7 @@ from keras_meta.learners.base import MetaLearner
 from keras_meta.learners.embedding import EmbeddingMetaLearner
 from keras_meta.learners.embedding_meta_network import EmbeddingMetaNetwork
 from keras_meta.learners.gradient_based import GradientMetaLearner
+from keras_meta.learners.guard import NonFiniteError
 from keras_meta.learners.imaml import iMAML
 from keras_meta.learners.learnable_optimizer import LearnableOptimizer
 from keras_meta.learners.maml import MAML
@@ -27,6 +28,7 @@ __all__ = [
     "MetaLearner",
     "MetaNetwork",
     "MetaSGD",
+    "NonFiniteError",
     "PrototypicalNetwork",
     "R2D2",
     "Reptile",

@@ -14,7 +14,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_meta.data import checks
 from keras_meta.data.episodes import QUERY_X, SUPPORT_X, SUPPORT_Y
+from keras_meta.learners import guard, inner_loop
+from keras_meta.ops.xla import in_xla_context
 
 
 def replicas():
@@ -31,8 +34,20 @@ def unpack_episode(inputs):
             "Build episodes with keras_meta.data.EpisodeSampler."
         )
     support_x, support_y, query_x = (tf.convert_to_tensor(inputs[k]) for k in (SUPPORT_X, SUPPORT_Y, QUERY_X))
-    if support_x.shape.rank is not None and support_x.shape.rank < 2:
-        raise ValueError(f"`support_x` must be [tasks, examples, ...], got shape {support_x.shape}.")
+    for name, value in ((SUPPORT_X, support_x), (SUPPORT_Y, support_y), (QUERY_X, query_x)):
+        if value.shape.rank is not None and value.shape.rank < 2:
+            raise ValueError(f"`{name}` must be [tasks, examples, ...], got shape {value.shape}.")
+    tasks, query_tasks = support_x.shape[:1], query_x.shape[:1]
+    if tasks.is_fully_defined() and query_tasks.is_fully_defined() and tasks != query_tasks:
+        raise ValueError(
+            f"`support_x` {support_x.shape} and `query_x` {query_x.shape} hold different numbers of tasks "
+            f"({tasks[0]} and {query_tasks[0]}); each task of a batch needs its support and its query set."
+        )
+    if not (tasks.is_fully_defined() and query_tasks.is_fully_defined()):
+        query_x = require(tf.equal(tf.shape(support_x)[0], tf.shape(query_x)[0]),
+                          "`support_x` and `query_x` hold different numbers of tasks ({} and {}); each task of a "
+                          "batch needs its support and its query set.",
+                          lambda: [tf.shape(support_x)[0], tf.shape(query_x)[0]], query_x)
     if support_x.shape[:2].is_fully_defined() and support_y.shape[:2].is_fully_defined():
         if support_x.shape[:2] != support_y.shape[:2]:
             raise ValueError(
@@ -42,14 +57,102 @@ def unpack_episode(inputs):
     return support_x, support_y, query_x
 
 
+def require(condition, template, values, checked):
+    """`checks.require` (a clear `ValueError` when `condition` fails), dropped under XLA."""
+    if in_xla_context():
+        return checked
+    return checks.require(condition, template, values, checked)
+
+
+def graph_error(error):
+    """The `ValueError` or `NonFiniteError` a `tf.errors.InvalidArgumentError` of a learner's check stands for."""
+    message = checks.error_message(error)
+    if message is not None:
+        return ValueError(message)
+    if inner_loop.NON_FINITE_INNER_LOSS in getattr(error, "message", str(error)):
+        return guard.NonFiniteError(inner_loop.NON_FINITE_INNER_LOSS + ".")
+    return None
+
+
+def check_support_labels(support_y, num_outputs=None):
+    """Checks the support labels of a batch of episodes `[B, S]` in the graph.
+
+    Every task must use labels `0..N-1` with each class present (-1 marks a
+    padded slot) and hold at least one labelled example; a model with
+    `num_outputs` classes needs episodes of exactly that many ways, or of at
+    most that many when padded (variable-way episodes).
+    """
+    labels = tf.cast(support_y, tf.int32)
+    if in_xla_context():  # XLA drops the checks, and their label-sized shapes would make the labels constants
+        return labels
+    ways = tf.reduce_max(labels, axis=-1) + 1  # [B]
+    depth = tf.maximum(tf.reduce_max(ways), 1)
+    counts = tf.reduce_sum(tf.one_hot(labels, depth, dtype=tf.int32), axis=-2)  # [B, depth]; -1 counts nowhere
+    missing = (counts == 0) & (tf.range(depth)[None, :] < ways[:, None])
+    bad = tf.reduce_any(missing, axis=-1) | (tf.reduce_min(labels, axis=-1) < -1) | (ways < 1)
+
+    def shown_values():  # the first bad task and its labels
+        task = tf.argmax(tf.cast(bad, tf.int32), output_type=tf.int32)
+        return [task, tf.sort(tf.unique(labels[task]).y)]
+
+    labels = require(~tf.reduce_any(bad),
+            "`support_y` of task {} holds the labels {}: an episode's support labels must be 0..N-1 with every "
+            "class present (-1 marks a padded slot) and at least one labelled example. Build episodes with "
+            "keras_meta.data.EpisodeSampler, or remap the labels of each task to 0..N-1.",
+            shown_values, labels)
+    if num_outputs is None or num_outputs == 1:
+        return labels
+    padded = tf.reduce_min(labels) < 0
+    most = tf.reduce_max(ways)
+    return require((most == num_outputs) | (padded & (most <= num_outputs)),
+            f"The model has {num_outputs} outputs but an episode has {{}} ways: a model meta-learned on N-way "
+            f"episodes must output N logits (with variable-way episodes, the largest number of ways). Give the "
+            f"model {num_outputs} outputs for {num_outputs}-way episodes, or sample episodes of that many ways.",
+            lambda: [most], labels)
+
+
+def check_output_labels(support_y, num_outputs):
+    """Checks support labels `[B, S]` that index a model's `num_outputs` outputs (a fixed label space).
+
+    Each task needs at least one labelled example; labels are `0..num_outputs-1`
+    (-1 marks a padded slot), and need not all be present.
+    """
+    labels = tf.cast(support_y, tf.int32)
+    if in_xla_context() or num_outputs is None:
+        return labels
+    lowest, highest = tf.reduce_min(labels), tf.reduce_max(labels)
+    labelled = tf.reduce_all(tf.reduce_max(labels, axis=-1) >= 0)
+    return require((lowest >= -1) & (highest < num_outputs) & labelled,
+            f"The support labels (`support_y`) hold {{}} (lowest) and {{}} (highest), but the model has "
+            f"{num_outputs} outputs: with `episode_labels=False` labels index the model's outputs, "
+            f"0..{num_outputs - 1} (-1 marks a padded slot), and every task needs a labelled example.",
+            lambda: [lowest, highest], labels)
+
+
+def check_query_labels(y, y_pred):
+    """`y`, checked: integer query labels must name a class of the predictions `y_pred [..., C]`."""
+    if y is None or y_pred is None or not tf.as_dtype(y.dtype).is_integer or y_pred.shape.rank is None \
+            or y_pred.shape.rank != y.shape.rank + 1:
+        return y
+    if in_xla_context():
+        return y
+    classes = tf.shape(y_pred)[-1]
+    labels = tf.cast(y, tf.int32)
+    lowest, highest = tf.reduce_min(labels), tf.reduce_max(labels)
+    return require((lowest >= 0) & (highest < classes),
+            "The query labels (`y`) hold {} (lowest) and {} (highest), but the episode has {} ways: query labels "
+            "must be 0..N-1, the classes of the episode's support set (or the model's outputs).",
+            lambda: [lowest, highest, classes], y)
+
+
 def class_labels(support_y):
-    """Checks that episode labels are integers and returns them as int32."""
+    """Checks that episode labels are integers `0..N-1` (or -1 for padding) and returns them as int32."""
     if not support_y.dtype.is_integer:
         raise ValueError(
             f"`support_y` must hold integer class labels 0..N-1 (or -1 for padding), got dtype "
             f"{support_y.dtype.name}."
         )
-    return tf.cast(support_y, tf.int32)
+    return check_support_labels(support_y)
 
 
 def check_support_set(support_x, support_y):
@@ -71,7 +174,17 @@ def check_support_set(support_x, support_y):
             f"`support_y` must use labels 0..N-1 with every class present; classes {missing.tolist()} "
             f"have no example (labels seen: {np.unique(support_y).tolist()})."
         )
+    if np.issubdtype(support_x.dtype, np.floating) and not np.all(np.isfinite(support_x)):
+        raise guard.NonFiniteError("`support_x` holds NaN or infinite values; `adapt` needs finite support data.")
     return support_x, support_y, num_classes
+
+
+def positive_number(name, value, why="it would make training a no-op or go the wrong way"):
+    """`value` as a float, checked to be a finite number above zero (`why` says what else would happen)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive number, got {value!r}: {why}.")
+    return float(value)
 
 
 def across_workers(strategy):
@@ -90,7 +203,99 @@ def first_replica_values(batch):
 
 
 class MetaLearner(keras.Model):
-    """Base class of learners: episode in, query predictions out, plus `adapt`."""
+    """Base class of learners: episode in, query predictions out, plus `adapt`.
+
+    Args:
+        on_non_finite: what a training step with a NaN or infinite input,
+            loss or gradient does (it never changes a weight, an optimizer
+            slot or a batch-norm statistic): `"raise"` stops `fit` with a
+            `NonFiniteError` naming the step and what was non-finite;
+            `"skip"` goes on and counts such steps as `skipped_steps` in the
+            logs (see `keras_meta.learners.guard`).
+    """
+
+    def __init__(self, on_non_finite="raise", **kwargs):
+        super().__init__(**kwargs)
+        self.on_non_finite = on_non_finite
+        self._in_train_step = False
+
+    @property
+    def on_non_finite(self):
+        """`"raise"` or `"skip"`: what a non-finite training step does; setting it takes effect at the next step."""
+        return self._on_non_finite
+
+    @on_non_finite.setter
+    def on_non_finite(self, mode):
+        self._on_non_finite = guard.check_mode(mode)
+        self.train_function = None  # traced for the old mode
+
+    def reset_metrics(self):
+        super().reset_metrics()
+        if getattr(self, "_step_guard", None) is not None:
+            self._step_guard.reset_state()
+
+    # -- training step ----------------------------------------------------------
+
+    def train_step(self, data):
+        """One guarded update: `compute_update` gives the loss and gradients, `apply_update` applies them.
+
+        The batch-normalisation statistics the step moves are put back, and
+        no gradient is applied, when any input, target, the loss or a
+        gradient is not finite (see `on_non_finite`).
+        """
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        state = [v for v in self.non_trainable_variables if keras.backend.is_float_dtype(v.dtype)]
+        saved = guard.snapshot(state)
+        self._in_train_step = True
+        try:  # on finite stand-ins for non-finite inputs: no op fails on them (a solve, say) before the check
+            loss, predictions, gradients = self.compute_update(guard.finite_stand_in(x), guard.finite_stand_in(y),
+                                                               sample_weight)
+        finally:
+            self._in_train_step = False
+        return self.apply_update(x, y, sample_weight, loss, predictions, gradients, state, saved)
+
+    def compute_update(self, x, y, sample_weight):
+        """`(loss, query predictions, gradients)` of one batch; gradients match `self.trainable_variables`.
+
+        The gradients are this replica's share of the step: the compiled
+        optimizer sums the replicas' shares.
+        """
+        raise NotImplementedError
+
+    def apply_update(self, x, y, sample_weight, loss, predictions, gradients, state, saved):
+        """Applies `gradients` and updates the loss and metrics, unless the step is not finite.
+
+        `state` are the variables the forward pass may have moved (batch-norm
+        statistics) and `saved` their values before it.
+        """
+        support_x, support_y, query_x = unpack_episode(x)
+        targets = [t for t in (support_y, y) if t is not None and tf.as_dtype(t.dtype).is_floating]
+        # A LossScaleOptimizer skips overflowing (scaled) gradients itself, and lowers its scale.
+        scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+        flags = guard.non_finite_flags(support_x, query_x, targets, loss, [] if scaled else gradients)
+        ok = tf.equal(tf.reduce_max(flags), 0.0)
+        if self.on_non_finite == "raise":  # after a non-finite step, a multi-step execution changes nothing more
+            ok = ok & tf.equal(self._step_guard.first_step, 0.0)
+        guard.restore_unless(ok, state, saved)
+        step = self.optimizer.iterations + 1
+        guard.apply_if(ok, self.optimizer, gradients, self.trainable_variables)
+
+        def record():  # a skipped step leaves the loss and metrics as they were
+            self._loss_tracker.update_state(loss * replicas(), sample_weight=tf.shape(predictions)[0])
+            self.compute_metrics(x, y, predictions, sample_weight=sample_weight)
+
+        tf.cond(ok, record, lambda: None)
+        logs = self.get_metrics_result()
+        self._step_guard.update_state(flags, step)
+        record = self._step_guard.result()
+        keys = [guard.SKIPPED_KEY] if self.on_non_finite == "skip" else [guard.STEP_KEY, guard.REASONS_KEY]
+        return {**logs, **{key: record[key] for key in keys}}
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Keras' `compute_loss`, after checking that integer query labels name the episode's classes."""
+        if y is not None and y_pred is not None:
+            y = check_query_labels(tf.convert_to_tensor(y), tf.convert_to_tensor(y_pred))
+        return super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """Keras' `fit`; an episode stream (`sampler.dataset(batch_size)`) is also split and resumed.
@@ -128,6 +333,11 @@ class MetaLearner(keras.Model):
         return outputs
 
     def _make_function(self, step_function):
+        training = step_function == self.train_step
+        if training and getattr(self, "_step_guard", None) is None:
+            with self.distribute_strategy.scope():
+                # Not an attribute Keras tracks: its values join the training logs only (see `apply_update`).
+                object.__setattr__(self, "_step_guard", guard.StepGuard())
         # Across workers, Keras averages each replica's logs with `strategy.reduce("MEAN", value, axis=0)`,
         # which fails on scalars: give them a leading axis of one there, to be averaged over.
         if across_workers(self.distribute_strategy):
@@ -136,7 +346,39 @@ class MetaLearner(keras.Model):
             def step_function(data):
                 return tf.nest.map_structure(lambda v: v[None] if v.shape.rank == 0 else v, step(data))
 
-        return super()._make_function(step_function)
+        return self._checked(super()._make_function(step_function), training)
+
+    def make_predict_function(self, force=False):
+        function = super().make_predict_function(force)
+        if not getattr(self.predict_function, "_checked", False):
+            self.predict_function = self._checked(self.predict_function, training=False)
+        return self.predict_function
+
+    def _checked(self, function, training):
+        """`function` (a train, test or predict function) raising the learners' errors as Python errors.
+
+        A failed in-graph check of the episodes becomes its `ValueError`; in
+        training, with `on_non_finite="raise"`, a non-finite step becomes a
+        `NonFiniteError` naming it.
+        """
+
+        def checked(iterator):
+            try:
+                logs = function(iterator)
+            except tf.errors.InvalidArgumentError as error:
+                translated = graph_error(error)
+                if translated is None:
+                    raise
+                raise translated from None
+            if training and self.on_non_finite == "raise":
+                step, reasons = (float(np.asarray(logs.pop(key)).reshape(-1)[0])
+                                 for key in (guard.STEP_KEY, guard.REASONS_KEY))
+                if step > 0:
+                    raise guard.error_for(step, reasons)
+            return logs
+
+        checked._checked = True
+        return checked
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras builds a distributed model from `strategy.reduce("MEAN", first_batch)`: integer labels become
@@ -171,3 +413,8 @@ class MetaLearner(keras.Model):
     def adapt(self, support_x, support_y):
         """Returns a plain Keras model fitted to one task's support set."""
         raise NotImplementedError
+
+    def get_config(self):
+        config = super().get_config()
+        config["on_non_finite"] = self.on_non_finite
+        return config

@@ -101,17 +101,16 @@ class EmbeddingMetaLearner(MetaLearner):
         support_emb, query_emb = self.embed_episode(support_x, query_x, training=training)
         return support_emb, class_labels(support_y), query_emb
 
-    def train_step(self, data):
-        if self.gradient_clipnorm is None:
-            return super().train_step(data)
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    def compute_update(self, x, y, sample_weight):
+        """Loss, predictions and gradients of one batch (clipped to `gradient_clipnorm` when set)."""
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
             scaled_loss = self.optimizer.scale_loss(loss)  # mixed precision: a LossScaleOptimizer's scale
-        self._loss_tracker.update_state(loss * replicas(), sample_weight=tf.shape(y_pred)[0])
         variables = self.trainable_variables
         gradients = tape.gradient(scaled_loss, variables)
+        if self.gradient_clipnorm is None:
+            return loss, y_pred, gradients
         scale = tf.cast(self.optimizer.scale_loss(tf.ones([], loss.dtype)), tf.float32)
         context = tf.distribute.get_replica_context()
         if context is not None and replicas() > 1:  # clip the global gradient (the replicas' sum), not each part
@@ -120,8 +119,7 @@ class EmbeddingMetaLearner(MetaLearner):
         gradients, _ = tf.clip_by_global_norm(gradients, self.gradient_clipnorm * scale)  # the unscaled norm
         if replicas() > 1:  # every replica holds the clipped sum; the optimizer sums them again
             gradients = [g / replicas() for g in gradients]
-        self.optimizer.apply_gradients(zip(gradients, variables))
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        return loss, y_pred, gradients
 
     def get_config(self):
         config = super().get_config()

@@ -23,8 +23,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_meta.learners import inner_loop
-from keras_meta.learners.base import MetaLearner, replicas, unpack_episode
+from keras_meta.learners import guard, inner_loop
+from keras_meta.learners.base import (MetaLearner, check_output_labels, check_support_labels, replicas,
+                                      unpack_episode)
 from keras_meta.ops.functional import clone_model, functional_call
 
 
@@ -88,11 +89,19 @@ class GradientMetaLearner(MetaLearner):
             (`tf.config.threading.set_intra_op_parallelism_threads(1)` at the
             start of the program): one task per core was 1.3-1.6x as fast on 2
             cores (docs/gradient_based_learners.md, "Speed on CPUs").
+        episode_labels: `True` (default): integer labels are an N-way
+            episode's classes, 0..N-1 with every class present, and the model
+            has N outputs (checked in the graph). `False`: labels index the
+            model's outputs, a label space shared by all tasks (items of a
+            recommender, say); they are checked only to lie within it.
     """
 
     def __init__(self, model, inner_steps=1, eval_inner_steps=None, adapt_layers=None, inner_loss=None,
-                 parallel_tasks=1, **kwargs):
+                 parallel_tasks=1, episode_labels=True, **kwargs):
         super().__init__(**kwargs)
+        if not isinstance(episode_labels, (bool, np.bool_)):
+            raise ValueError(f"`episode_labels` must be True or False, got {episode_labels!r}.")
+        self.episode_labels = bool(episode_labels)
         if isinstance(parallel_tasks, bool) or not isinstance(parallel_tasks, (int, np.integer)) or parallel_tasks < 1:
             raise ValueError(f"`parallel_tasks` must be a positive integer, got {parallel_tasks!r}.")
         self.parallel_tasks = int(parallel_tasks)
@@ -144,7 +153,8 @@ class GradientMetaLearner(MetaLearner):
 
     def task_loss(self, support_x, support_y, state, extra_loss=None):
         return inner_loop.support_loss(
-            self.model, self.resolved_inner_loss(), support_x, support_y, state=state, extra_loss=extra_loss
+            self.model, self.resolved_inner_loss(), support_x, support_y, state=state, extra_loss=extra_loss,
+            check=not self._in_train_step,  # the training step checks its whole update
         )
 
     def meta_weights(self):
@@ -186,22 +196,34 @@ class GradientMetaLearner(MetaLearner):
         """`(predictions, new_state)` of the adapted weights on one task's query set (training mode)."""
         return functional_call(self.model, adapted, query_x, training=True, state=state, return_state=True)
 
-    def call(self, inputs, training=False):
+    def checked_episode(self, inputs):
+        """`(support_x, support_y, query_x)`, with class labels checked against the episode and the model."""
         support_x, support_y, query_x = unpack_episode(inputs)
+        if support_y.dtype.is_integer:
+            outputs = getattr(self.model, "outputs", None)
+            num_outputs = outputs[0].shape[-1] if outputs else None
+            num_outputs = num_outputs if isinstance(num_outputs, int) else None
+            if self.episode_labels:
+                support_y = check_support_labels(support_y, num_outputs)
+            else:
+                support_y = check_output_labels(support_y, num_outputs)
+        return support_x, support_y, query_x
+
+    def call(self, inputs, training=False):
+        support_x, support_y, query_x = self.checked_episode(inputs)
         steps = self.inner_steps if training else self.eval_inner_steps
         predictions, states = self.adapt_and_predict(support_x, support_y, query_x, steps, bool(training))
         if training:
             self.track_query_statistics(states)
         return predictions
 
-    def train_step(self, data):
-        """One meta-update: per task, adapt and take the meta-gradient; apply their mean.
+    def compute_update(self, x, y, sample_weight):
+        """Per task, adapt and take the meta-gradient; their mean over the batch's tasks is the update.
 
         Each task's meta-gradient is computed and reduced before the next task
         starts, so memory holds one task's graph, not the whole batch's.
         """
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        support_x, support_y, query_x = unpack_episode(x)
+        support_x, support_y, query_x = self.checked_episode(x)
         weights = tf.ones(tf.shape(query_x)[:2]) if sample_weight is None else sample_weight
         variables = self.trainable_variables
 
@@ -217,7 +239,8 @@ class GradientMetaLearner(MetaLearner):
         if context is not None and replicas() > 1:  # replicas may hold unequal shares of a batch (or none)
             tasks = context.all_reduce(tf.distribute.ReduceOp.SUM, tasks)
         share = [tf.reduce_sum(g, 0) / tf.cast(tasks, g.dtype) for g in gradients]  # summed over replicas: the mean
-        return self.apply_meta_gradients(x, y, sample_weight, predictions, share)
+        loss = self.compute_loss(x=x, y=y, y_pred=predictions, sample_weight=sample_weight, training=True)
+        return loss, predictions, share
 
     def task_meta_gradients(self, support_x, support_y, query_x, query_y, query_weight):
         """`(meta-gradients, query predictions, new state)` of one task.
@@ -273,18 +296,6 @@ class GradientMetaLearner(MetaLearner):
             else:
                 variable.assign(values[0])
 
-    def apply_meta_gradients(self, x, y, sample_weight, predictions, gradients):
-        """The end of every `train_step`: apply the meta-gradients, update the loss and metrics.
-
-        `gradients` (one per `self.trainable_variables`) are this replica's
-        share of the batch's mean meta-gradient (its tasks' sum over all the
-        batch's tasks): the compiled optimizer sums the replicas' shares.
-        """
-        loss = self.compute_loss(x=x, y=y, y_pred=predictions, sample_weight=sample_weight, training=True)
-        self._loss_tracker.update_state(loss * replicas(), sample_weight=tf.shape(predictions)[0])
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-        return self.compute_metrics(x, y, predictions, sample_weight=sample_weight)
-
     def adapt(self, support_x, support_y, steps=None):
         """A plain Keras model adapted to one task's support set.
 
@@ -315,6 +326,9 @@ class GradientMetaLearner(MetaLearner):
             )
         if integer and support_y.min() < 0:
             raise ValueError(f"`support_y` must hold class labels >= 0, got {support_y.min()}; `adapt` takes no padding.")
+        for name, values in (("support_x", support_x), ("support_y", support_y)):
+            if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+                raise guard.NonFiniteError(f"`{name}` holds NaN or infinite values; `adapt` needs finite support data.")
         return support_x, support_y
 
     def adapt_one(self, support_x, support_y, steps):
@@ -323,7 +337,12 @@ class GradientMetaLearner(MetaLearner):
             with inner_loop.fused_batch_norm():
                 return self.adapt_task(self.meta_weights(), self.model_state(), sx, sy, steps, False)
 
-        return [w.numpy() for w in run(support_x, support_y)]
+        try:
+            return [w.numpy() for w in run(support_x, support_y)]
+        except tf.errors.InvalidArgumentError as error:
+            if inner_loop.NON_FINITE_INNER_LOSS not in getattr(error, "message", str(error)):
+                raise
+            raise guard.NonFiniteError(inner_loop.NON_FINITE_INNER_LOSS + ".") from None
 
     def plain_model(self, adapted, support_x):
         """A copy of the wrapped model with `adapted` weights and the support set's batch statistics."""
@@ -350,6 +369,7 @@ class GradientMetaLearner(MetaLearner):
             eval_inner_steps=self.eval_inner_steps,
             adapt_layers=self.adapt_layers,
             parallel_tasks=self.parallel_tasks,
+            episode_labels=self.episode_labels,
             inner_loss=None if self.inner_loss is None else keras.saving.serialize_keras_object(self.inner_loss),
         )
         return config

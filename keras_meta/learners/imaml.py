@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from keras_meta.learners import inner_loop
+from keras_meta.learners.base import positive_number
 from keras_meta.learners.gradient_based import GradientMetaLearner
 
 
@@ -43,9 +44,14 @@ class iMAML(GradientMetaLearner):  # noqa: N801 (the method's name)
                          **kwargs)
         if not regularization > 0:
             raise ValueError(f"`regularization` must be positive, got {regularization!r}.")
-        self.inner_learning_rate = float(inner_learning_rate)
+        self.inner_learning_rate = positive_number(
+            "inner_learning_rate", inner_learning_rate,
+            "0 never adapts and a negative rate climbs the support loss")
         self.regularization = float(regularization)
         self.cg_steps = self._check_steps("cg_steps", cg_steps)
+        if self.cg_steps == 0:
+            raise ValueError("`cg_steps` must be at least 1: with 0 conjugate-gradient iterations the implicit "
+                             "meta-gradient is zero and training changes nothing.")
         self.built = True
 
     def proximal_term(self, start):

@@ -69,14 +69,15 @@ NON_FINITE_INNER_LOSS = (
 )
 
 
-def support_loss(model, loss_fn, support_x, support_y, state=None, extra_loss=None):
+def support_loss(model, loss_fn, support_x, support_y, state=None, extra_loss=None, check=True):
     """`weights -> loss` of `model` on one task's support set, run in training mode.
 
     Training mode means batch normalisation uses the task's own batch
     statistics; the model's moving statistics are not changed.
     `extra_loss(weights)` is added when given (a proximal term, say).
-    A NaN or infinite loss raises an error, except under XLA
+    With `check`, a NaN or infinite loss raises an error, except under XLA
     (`jit_compile=True`), which drops the check: there it shows as a NaN loss.
+    (A learner's training step checks its whole update instead.)
     """
 
     def loss(weights):
@@ -84,7 +85,7 @@ def support_loss(model, loss_fn, support_x, support_y, state=None, extra_loss=No
         value = mean_loss(loss_fn, support_y, predictions)
         if extra_loss is not None:
             value = value + extra_loss(weights)
-        return tf.debugging.check_numerics(value, NON_FINITE_INNER_LOSS)
+        return tf.debugging.check_numerics(value, NON_FINITE_INNER_LOSS) if check else value
 
     return loss
 

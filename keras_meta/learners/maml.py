@@ -23,6 +23,7 @@ Example:
 import keras
 
 from keras_meta.learners import inner_loop
+from keras_meta.learners.base import positive_number
 from keras_meta.learners.gradient_based import GradientMetaLearner
 from keras_meta.learners.learnable_optimizer import LearnableOptimizer
 
@@ -58,9 +59,14 @@ class MAML(GradientMetaLearner):
                  inner_loss=None, multi_step_loss=False, **kwargs):
         super().__init__(model, inner_steps=inner_steps, eval_inner_steps=eval_inner_steps,
                          adapt_layers=adapt_layers, inner_loss=inner_loss, **kwargs)
-        self.inner_learning_rate = float(inner_learning_rate)
+        self.inner_learning_rate = positive_number(
+            "inner_learning_rate", inner_learning_rate,
+            "0 never adapts and a negative rate climbs the support loss")
         self.first_order = bool(first_order)
         if truncation is not None:
+            if self.first_order:
+                raise ValueError("`truncation` has no effect with `first_order=True` (no inner step is "
+                                 "differentiated); pass one of them.")
             truncation = self._check_steps("truncation", truncation)
         self.truncation = truncation
         if inner_clipnorm is not None and not inner_clipnorm > 0:

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_meta.learners.base import check_support_set
+from keras_meta.learners.base import check_support_set, positive_number
 from keras_meta.learners.embedding import EmbeddingMetaLearner, copy_of, cosine_attention
 from keras_meta.ops.matching import matching_log_probas
 from keras_meta.ops.xla import episode_num_classes
@@ -114,7 +114,8 @@ class MatchingNetwork(EmbeddingMetaLearner):
         super().__init__(backbone, **kwargs)
         self.full_context_embeddings = bool(full_context_embeddings)
         self.processing_steps = int(processing_steps)
-        self.cosine_scale = float(cosine_scale)
+        self.cosine_scale = positive_number("cosine_scale", cosine_scale,
+                                            "it multiplies the cosine similarities before the attention softmax")
         units = self.embedding_size
         if self.full_context_embeddings:
             self.support_encoder = keras.layers.Bidirectional(

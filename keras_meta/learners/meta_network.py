@@ -35,7 +35,7 @@ Example:
 import keras
 import tensorflow as tf
 
-from keras_meta.learners.base import check_support_set
+from keras_meta.learners.base import check_support_set, positive_number
 from keras_meta.learners.embedding import EmbeddingMetaLearner, copy_of, cosine_attention, mask_absent_classes
 from keras_meta.ops.xla import episode_num_classes, in_xla_context
 
@@ -82,7 +82,9 @@ class MetaNetwork(EmbeddingMetaLearner):
         if int(ways) < 2:
             raise ValueError(f"`ways` must be at least 2, got {ways}.")
         self.ways, self.hidden_units, self.key_units = int(ways), int(hidden_units), int(key_units)
-        self.generator_units, self.attention_scale = int(generator_units), float(attention_scale)
+        self.generator_units = int(generator_units)
+        self.attention_scale = positive_number("attention_scale", attention_scale,
+                                               "it multiplies the key similarities before the memory attention")
         size = self.embedding_size
         self.slow_hidden = keras.layers.Dense(self.hidden_units, name="slow_hidden")
         self.slow_output = keras.layers.Dense(self.ways, name="slow_output")

@@ -18,7 +18,7 @@ Example:
 import keras
 import numpy as np
 
-from keras_meta.learners.base import check_support_set
+from keras_meta.learners.base import check_support_set, positive_number
 from keras_meta.learners.embedding import EmbeddingMetaLearner, copy_of, mask_absent_classes
 from keras_meta.ops import distances
 from keras_meta.ops.xla import episode_num_classes
@@ -47,7 +47,8 @@ class PrototypicalNetwork(EmbeddingMetaLearner):
         if distance not in distances.DISTANCES:
             raise ValueError(f"`distance` must be one of {distances.DISTANCES}, got {distance!r}.")
         self.distance = distance
-        self.cosine_scale = float(cosine_scale)
+        self.cosine_scale = positive_number("cosine_scale", cosine_scale,
+                                            "it multiplies the cosine similarities into logits")
         self.built = True  # all weights are the backbone's, built already
 
     def call(self, inputs, training=False):

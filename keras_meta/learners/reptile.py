@@ -26,6 +26,7 @@ import keras
 import tensorflow as tf
 
 from keras_meta.learners import inner_loop
+from keras_meta.learners.base import positive_number
 from keras_meta.learners.gradient_based import GradientMetaLearner
 from keras_meta.learners.inner_optimizers import functional_optimizer
 
@@ -51,6 +52,12 @@ class Reptile(GradientMetaLearner):
             inner_optimizer = keras.optimizers.Adam(1e-3, beta_1=0.0)
         inner_optimizer = keras.optimizers.get(inner_optimizer)
         self._inner_update = functional_optimizer(inner_optimizer)  # checked before anything is built
+        if not isinstance(self._inner_update.learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+            positive_number("inner_optimizer's learning_rate", self._inner_update.learning_rate,
+                            "0 never adapts and a negative rate climbs the support loss")
+        if GradientMetaLearner._check_steps("inner_steps", inner_steps) == 0:
+            raise ValueError("Reptile's `inner_steps` must be at least 1: with 0 the adapted weights are the "
+                             "meta-weights and training changes nothing.")
         super().__init__(model, inner_steps=inner_steps, eval_inner_steps=eval_inner_steps,
                          adapt_layers=adapt_layers, inner_loss=inner_loss, **kwargs)
         self._inner_optimizer_config = keras.optimizers.serialize(inner_optimizer)
