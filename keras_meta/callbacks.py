@@ -1,5 +1,10 @@
 """Callbacks for meta-training runs.
 
+`FewShotEvaluation` scores the learner on a fixed set of held-out N-way K-shot
+episodes during `fit` and puts the accuracy and its 95% interval into the
+epoch logs, where `History`, `TensorBoard`, `CSVLogger`, `ModelCheckpoint`,
+`EarlyStopping` and `ReduceLROnPlateau` find it; put it first in `callbacks=`.
+
 `BackupAndRestore` is Keras' callback of that name for episode streams: a run
 killed at any point and started again with the same command continues from
 its last completed epoch with the same weights, optimizer state *and* the
@@ -10,6 +15,10 @@ backup being written when the process dies never replaces the last good one.
 Example:
 
 >>> import keras_meta
+>>> few_shot = keras_meta.callbacks.FewShotEvaluation(test_x, test_y, ways=5, shots=1)  # doctest: +SKIP
+>>> best = keras.callbacks.ModelCheckpoint("best.keras", monitor="val_5way_1shot_accuracy", mode="max",
+...                                        save_best_only=True)  # doctest: +SKIP
+>>> learner.fit(train, epochs=50, steps_per_epoch=100, callbacks=[few_shot, best])  # doctest: +SKIP
 >>> backup = keras_meta.callbacks.BackupAndRestore("runs/backup")
 >>> learner.fit(sampler.dataset(batch_size=32), epochs=50, steps_per_epoch=100,
 ...             callbacks=[backup])  # doctest: +SKIP
@@ -21,8 +30,145 @@ import shutil
 import warnings
 
 import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_meta.data.episodes import _size_range
+from keras_meta.data.tasks import _check_positive_int
+from keras_meta.evaluation import evaluate_episodes, few_shot_episodes
 
 _POINTER = "latest.json"
+
+
+class FewShotEvaluation(keras.callbacks.Callback):
+    """Accuracy on a fixed set of held-out few-shot episodes, in the epoch logs of `fit`.
+
+    Adds `val_<name>_accuracy` and `val_<name>_ci95` (the half-width of the
+    95% interval) to the epoch logs, `<name>` being e.g. `5way_1shot`. Put it
+    *first* in `callbacks=`: Keras calls callbacks in list order with one logs
+    dict, so only the callbacks after it (and `History`, the progress bar)
+    see the scores. Give `ModelCheckpoint`, `EarlyStopping` and
+    `ReduceLROnPlateau` `mode="max"` for the accuracy.
+
+    Args:
+        x, y: held-out examples and integer labels (classes unseen in training)
+            to draw the episodes from, as `evaluate_few_shot` does.
+        ways, shots, queries, num_episodes, seed, batch_size: the episodes, as
+            in `keras_meta.evaluation.evaluate_few_shot`.
+        episodes: instead of `x, y`, a finite episode dataset that yields the
+            same episodes on every pass, e.g.
+            `sampler.dataset(batch_size=50, num_episodes=600)`.
+        name: the `<name>` of the log keys; by default `<ways>way_<shots>shot`
+            (read from the first batch when `episodes` is given).
+        every: evaluate every `every` epochs. The first epoch of each `fit`,
+            every epoch `e` (counted from 1) with `e % every == 0`, and the
+            last epoch are evaluated; the epochs between carry the last scores,
+            so every epoch's logs have the keys (`ModelCheckpoint` with
+            `save_best_only` then saves only after an improvement; the patience
+            of `EarlyStopping` counts epochs: use a multiple of `every`).
+        verbose: 1 shows a progress bar and the scores of each evaluation.
+
+    The episodes are built once, so every evaluation sees the same ones; the
+    scores are those of `evaluate_episodes(learner, episodes)` at the end of
+    the epoch (also under a `tf.distribute` strategy, where each episode
+    counts once).
+
+    Example:
+
+    >>> import keras, numpy as np, keras_meta
+    >>> x = np.random.default_rng(0).normal(size=(200, 8)).astype("float32")
+    >>> y = np.repeat(np.arange(20), 10)
+    >>> learner = keras_meta.learners.PrototypicalNetwork(keras_meta.models.mlp((8,), hidden_units=(16,)))
+    >>> learner.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> train = keras_meta.data.EpisodeSampler(x[:100], y[:100], ways=5, shots=1, queries=5).dataset(4)
+    >>> few_shot = keras_meta.callbacks.FewShotEvaluation(x[100:], y[100:], ways=5, queries=5, num_episodes=20)
+    >>> history = learner.fit(train, epochs=2, steps_per_epoch=3, callbacks=[few_shot], verbose=0)
+    >>> len(history.history["val_5way_1shot_accuracy"])
+    2
+    """
+
+    def __init__(self, x=None, y=None, ways=None, shots=1, queries=15, num_episodes=100, seed=0, batch_size=None,
+                 episodes=None, name=None, every=1, verbose=0):
+        super().__init__()
+        if episodes is not None:
+            if x is not None or y is not None:
+                raise ValueError("Give either held-out `x, y` or `episodes`, not both: `episodes` already holds "
+                                 "the evaluation episodes.")
+            if ways is not None:
+                raise ValueError("`ways` describes episodes drawn from `x, y`; with `episodes`, their batches "
+                                 "fix the ways (name the logs with `name=`).")
+            self.episodes = _checked_episodes(episodes)
+        else:
+            if x is None or y is None:
+                raise ValueError("FewShotEvaluation needs held-out examples `x` and labels `y` (with `ways=`), "
+                                 "or a finite episode dataset `episodes=`.")
+            if ways is None:
+                raise ValueError("Give the `ways` of the evaluation episodes, e.g. `ways=5`.")
+            self.episodes = few_shot_episodes(x, y, ways, shots, queries, num_episodes, seed, batch_size)
+            if name is None:
+                name = f"{_range_name(*_size_range('ways', ways))}way_{_range_name(*_size_range('shots', shots))}shot"
+        if name is None:
+            name = _name_from_episodes(self.episodes)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"`name` must be a non-empty string such as '5way_1shot', got {name!r}.")
+        self.every = _check_positive_int("every", every)
+        if verbose not in (0, 1):
+            raise ValueError(f"`verbose` must be 0 (silent) or 1 (progress bar and scores), got {verbose!r}.")
+        self.verbose = int(verbose)
+        self.name = name
+        self.accuracy_key, self.ci95_key = f"val_{name}_accuracy", f"val_{name}_ci95"
+        self.result = None  # the last `EpisodeAccuracy`
+        self._first_epoch = True
+
+    def on_train_begin(self, logs=None):
+        self.result = None
+        self._first_epoch = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        last = (self.params or {}).get("epochs")
+        if self._first_epoch or (epoch + 1) % self.every == 0 or (last is not None and epoch + 1 >= last):
+            self.result = evaluate_episodes(self.model, self.episodes, verbose=self.verbose)
+            if self.verbose:
+                print(f"Epoch {epoch + 1}: {self.name} accuracy {self.result.accuracy:.2%} +- "
+                      f"{self.result.ci95:.2%} over {self.result.num_episodes} episodes")
+        self._first_epoch = False
+        if logs is not None:
+            logs[self.accuracy_key] = self.result.accuracy
+            logs[self.ci95_key] = self.result.ci95
+
+
+def _range_name(low, high):
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def _checked_episodes(episodes):
+    if not isinstance(episodes, tf.data.Dataset):
+        raise ValueError(f"`episodes` must be a finite `tf.data.Dataset` of episode batches, got "
+                         f"{type(episodes).__name__}; e.g. `sampler.dataset(batch_size=50, num_episodes=600)`.")
+    if int(episodes.cardinality()) < 0:
+        raise ValueError("`episodes` is infinite (or of unknown size); give a fixed set such as "
+                         "`sampler.dataset(batch_size=50, num_episodes=600)`.")
+    spec = episodes.element_spec
+    if not isinstance(spec, tuple) or len(spec) not in (2, 3) or not isinstance(spec[0], dict) \
+            or "support_y" not in spec[0]:
+        raise ValueError("`episodes` must yield `(inputs, labels)` or `(inputs, labels, sample_weight)` batches "
+                         f"with `inputs` a dict of support_x, support_y and query_x, as `sampler.dataset(...)`; "
+                         f"it yields {spec}.")
+    return episodes
+
+
+def _name_from_episodes(episodes):
+    """`'<ways>way_<shots>shot'` from the first batch of `episodes`, if all its episodes have that shape."""
+    support_y = next(iter(episodes))[0]["support_y"].numpy()
+    shapes = set()
+    for labels in support_y.reshape(len(support_y), -1):
+        classes, counts = np.unique(labels[labels >= 0], return_counts=True)
+        shapes.add((len(classes), tuple(sorted(set(counts.tolist())))))
+    if len(episodes.element_spec) == 3 or len(shapes) != 1 or len(next(iter(shapes))[1]) != 1:
+        raise ValueError("The episodes differ in ways or shots, so the log keys cannot be named after them; "
+                         "give a name, e.g. `name='2-5way_1-3shot'` for `val_2-5way_1-3shot_accuracy`.")
+    (ways, (shots,)), = shapes
+    return f"{ways}way_{shots}shot"
 
 
 class BackupAndRestore(keras.callbacks.Callback):

@@ -66,7 +66,7 @@ def evaluate_episodes(learner, episodes, verbose=1):
     per_episode = []
     for step, batch in enumerate(episodes):
         inputs, labels = batch[0], batch[1].numpy()
-        weights = batch[2].numpy() if len(batch) > 2 else np.ones(labels.shape, np.float32)
+        weights = (batch[2].numpy() if len(batch) > 2 else np.ones(labels.shape)).astype(np.float64)  # exact ties
         logits = np.asarray(predict(inputs))
         if logits.ndim != 3 or logits.shape[:2] != labels.shape:
             raise ValueError(
@@ -105,9 +105,14 @@ def evaluate_few_shot(learner, x, y, ways, shots=1, queries=15, num_episodes=600
                       verbose=1):
     """Accuracy over a fixed set of `num_episodes` N-way K-shot episodes of `(x, y)`.
 
-    A shortcut for `evaluate_episodes(learner, EpisodeSampler(x, y, ...).dataset(...))`;
-    `batch_size=None` batches about 1024 examples at a time.
+    A shortcut for `evaluate_episodes(learner, few_shot_episodes(x, y, ...))`.
     """
+    episodes = few_shot_episodes(x, y, ways, shots, queries, num_episodes, seed, batch_size)
+    return evaluate_episodes(learner, episodes, verbose)
+
+
+def few_shot_episodes(x, y, ways, shots=1, queries=15, num_episodes=600, seed=0, batch_size=None):
+    """The fixed episode set of `evaluate_few_shot`; `batch_size=None` batches about 1024 examples at a time."""
     max_ways, max_shots = _size_range("ways", ways)[1], _size_range("shots", shots)[1]
     queries = _check_positive_int("queries", queries)
     num_episodes = _check_positive_int("num_episodes", num_episodes)
@@ -116,4 +121,4 @@ def evaluate_few_shot(learner, x, y, ways, shots=1, queries=15, num_episodes=600
         batch_size = max(1, 1024 // (max_ways * (max_shots + queries)))
     batch_size = _check_positive_int("batch_size", batch_size)
     sampler = EpisodeSampler(x, y, ways=ways, shots=shots, queries=queries, seed=seed)
-    return evaluate_episodes(learner, sampler.dataset(batch_size=batch_size, num_episodes=num_episodes), verbose)
+    return sampler.dataset(batch_size=batch_size, num_episodes=num_episodes)
