@@ -14,6 +14,8 @@ $(STAMP): setup.cfg pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python examples/omniglot_protonet.py --output-dir runs/omniglot_protonet
+	for figure in history episode embeddings accuracy_vs_shots; do \
+		cp runs/omniglot_protonet/$$figure.png docs/images/demo_$$figure.png; done
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup

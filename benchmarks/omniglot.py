@@ -167,7 +167,7 @@ def parse_args():
                              "number of cores runs one task per core")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", help="write the meta-trained learner to this .keras file")
-    parser.add_argument("--verbose", type=int, default=2, help="Keras verbosity of training")
+    parser.add_argument("--verbose", type=int, default=2, help="Keras verbosity of training (and a progress bar on evaluation unless 0)")
     args = parser.parse_args()
     explicit = {a.dest for a in parser._actions if any(flag in sys.argv for flag in a.option_strings)}
     for name, value in DEFAULTS[args.algo].items():
@@ -227,7 +227,8 @@ def main():
         for ways in (5, 20) if args.algo in METRIC_BASED else (args.train_ways,):
             start = time.perf_counter()
             score = evaluate_few_shot(learner, test.images, test.labels, ways, shots=1, queries=args.eval_queries,
-                                      num_episodes=args.eval_episodes, seed=args.seed + 1, verbose=0)
+                                      num_episodes=args.eval_episodes, seed=args.seed + 1,
+                                      verbose=1 if args.verbose else 0)
             results[f"acc_{ways}w1s"] = round(score.accuracy, 4)
             results[f"ci95_{ways}w1s"] = round(score.ci95, 4)
             seconds = time.perf_counter() - start

@@ -54,7 +54,8 @@ def main():
     test = SinusoidTasks(shots=args.eval_shots, queries=100, seed=args.seed + 1)
     for steps in (1, 5, 10):
         learner.eval_inner_steps = steps
-        mse = learner.evaluate(test.dataset(batch_size=100, num_episodes=args.eval_tasks), verbose=0)
+        mse = learner.evaluate(test.dataset(batch_size=100, num_episodes=args.eval_tasks),
+                               verbose=1 if args.verbose else 0)
         results[f"mse_{steps}step"] = round(float(mse), 4)
     learner.eval_inner_steps = 0
     results["mse_0step"] = round(float(learner.evaluate(test.dataset(batch_size=100, num_episodes=args.eval_tasks),

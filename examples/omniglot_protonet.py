@@ -4,10 +4,16 @@ Description: Meta-train a Prototypical Network on the bundled Omniglot splits an
 classify characters of alphabets it has never seen from one example each.
 
 Run:  python examples/omniglot_protonet.py --output-dir runs/omniglot_protonet
+
+Writes a run folder (`--output-dir`): `config.json` (settings and package versions),
+`history.csv` (loss, accuracy and 5-way 1-shot validation accuracy per epoch),
+`tensorboard/` (open with `tensorboard --logdir runs`), `checkpoints/` (the learner every
+`--checkpoint-every` steps), `protonet.keras` (the learner), `adapted_5way_classifier.keras`,
+`results.json`, and the figures `history.png`, `episode.png`, `embeddings.png` and
+`accuracy_vs_shots.png`.
 """
 
 import argparse
-import json
 import os
 import time
 
@@ -17,13 +23,19 @@ import numpy as np
 
 from keras_meta.data import EpisodeSampler
 from keras_meta.datasets import omniglot
+from keras_meta.callbacks import FewShotEvaluation
 from keras_meta.evaluation import evaluate_few_shot
+from keras_meta.runs import RunRecord
 
 parser = argparse.ArgumentParser(description="Meta-train and evaluate a Prototypical Network on Omniglot.")
 parser.add_argument("--output-dir", default="runs/omniglot_protonet")
 parser.add_argument("--steps", type=int, default=2400, help="meta-training episodes")
 parser.add_argument("--episodes", type=int, default=600, help="evaluation episodes per setting")
+parser.add_argument("--validation-episodes", type=int, default=100,
+                    help="5-way 1-shot episodes of unseen alphabets scored after every epoch")
+parser.add_argument("--checkpoint-every", type=int, default=600, help="training steps between checkpoints")
 args = parser.parse_args()
+record = RunRecord(args.output_dir, vars(args), overwrite=True)
 keras.utils.set_random_seed(0)
 
 """
@@ -56,7 +68,11 @@ learner.compile(
 )
 epochs = max(1, args.steps // 200)
 start = time.perf_counter()
-learner.fit(sampler.dataset(batch_size=1), epochs=epochs, steps_per_epoch=args.steps // epochs)
+# Accuracy on a fixed set of 5-way 1-shot episodes of the unseen alphabets after every epoch, in the logs
+# (history.csv, TensorBoard) before the record's callbacks write them.
+validation = FewShotEvaluation(test.images, test.labels, ways=5, shots=1, num_episodes=args.validation_episodes)
+history = learner.fit(sampler.dataset(batch_size=1), epochs=epochs, steps_per_epoch=args.steps // epochs,
+                      callbacks=[validation, *record.callbacks(checkpoint_every=args.checkpoint_every)])
 train_seconds = time.perf_counter() - start
 
 """
@@ -79,9 +95,7 @@ The learner saves as one `.keras` file. `adapt` turns the support set of one tas
 into a plain Keras classifier with the class prototypes baked in.
 """
 
-os.makedirs(args.output_dir, exist_ok=True)
-learner_path = os.path.join(args.output_dir, "protonet.keras")
-learner.save(learner_path)
+learner_path = record.save_learner(learner, "protonet.keras")
 
 rng = np.random.default_rng(0)
 characters = rng.choice(len(test.alphabets), size=5, replace=False)
@@ -91,13 +105,37 @@ queries = np.concatenate([np.flatnonzero(test.labels == c)[1:] for c in characte
 truth = np.repeat(np.arange(5), 19)
 accuracy = float(np.mean(classifier.predict(test.images[queries], verbose=0).argmax(-1) == truth))
 print(f"Adapted 5-way classifier, one drawing per character: {accuracy:.2%} on the other 95 drawings")
-classifier_path = os.path.join(args.output_dir, "adapted_5way_classifier.keras")
-classifier.save(classifier_path)
+classifier_path = record.save_learner(classifier, "adapted_5way_classifier.keras")
+results["adapted_5way_accuracy"] = accuracy
+results_path = record.write_results(results)
 
-results_path = os.path.join(args.output_dir, "results.json")
-with open(results_path, "w") as f:
-    json.dump(results, f, indent=2)
+"""
+## Figures
+
+The training and validation curves, one test episode with the learner's predictions (wrong
+ones in red), the episode's embeddings with the class prototypes, and accuracy against
+the number of shots.
+"""
+
+figures = {}
+try:
+    from keras_meta import plots
+
+    inputs, query_y = next(iter(EpisodeSampler(test.images, test.labels, ways=5, shots=1, queries=3,
+                                               seed=0).dataset(batch_size=1)))
+    figures = {
+        "history": plots.plot_history(history),
+        "episode": plots.plot_episode(inputs, query_y, learner=learner),
+        "embeddings": plots.plot_embeddings(learner, inputs, query_y),
+        "accuracy_vs_shots": plots.plot_accuracy_vs_shots(learner, test.images, test.labels, ways=5,
+                                                          shots=(1, 2, 5), num_episodes=min(args.episodes, 100)),
+    }
+except ImportError as error:  # matplotlib is an optional extra
+    print(f"No figures: {error}")
+figure_paths = [record.save_figure(figure, name) for name, figure in figures.items()]
+
 print("\nWritten:")
-for label, path in [("meta-trained learner", learner_path), ("adapted classifier", classifier_path),
-                    ("results", results_path)]:
+for label, path in [("run folder", args.output_dir), ("meta-trained learner", learner_path),
+                    ("adapted classifier", classifier_path), ("results", results_path),
+                    *[("figure", path) for path in figure_paths]]:
     print(f"  {label:22s} {os.path.abspath(path)}")

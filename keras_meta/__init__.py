@@ -22,7 +22,8 @@ from keras_meta import lite  # noqa: E402
 from keras_meta import metrics  # noqa: E402
 from keras_meta import models  # noqa: E402
 from keras_meta import ops  # noqa: E402
+from keras_meta import runs  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["callbacks", "data", "datasets", "evaluation", "learners", "lite", "metrics", "models", "ops", "__version__"]
+__all__ = ["callbacks", "data", "datasets", "evaluation", "learners", "lite", "metrics", "models", "ops", "runs", "__version__"]
