@@ -1,5 +1,6 @@
 """The update guard: a non-finite step changes no weight, optimizer slot or batch-norm statistic, for every learner."""
 
+import json
 import os
 import subprocess
 import sys
@@ -203,3 +204,18 @@ def test_the_guard_holds_with_onednn_off():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"checked {len(NAMES)}" in done.stdout
+
+
+def test_the_guard_holds_under_a_mirrored_strategy(tmp_path):
+    """A NaN in one replica's share stops or skips the step on both replicas; nothing changes on either."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guard_mirrored.py")
+    result = subprocess.run([sys.executable, script, str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "guard_mirrored.json") as f:
+        report = json.load(f)
+    assert sorted(report) == ["maml", "protonet", "r2d2", "reptile"]
+    for name, outcome in report.items():
+        assert outcome["raised"] is not None and "Training step 2 had non-finite query inputs" in outcome["raised"], name
+        assert outcome["unchanged_after_raise"] and outcome["unchanged_after_skip"], name
+        assert outcome["skipped"] == 1.0, name
+        assert outcome["trains_after"] and outcome["finite"], name

@@ -280,16 +280,16 @@ class MetaLearner(keras.Model):
         step = self.optimizer.iterations + 1
         guard.apply_if(ok, self.optimizer, gradients, self.trainable_variables)
 
-        def record():  # a skipped step leaves the loss and metrics as they were
+        def update_metrics():  # a skipped step leaves the loss and metrics as they were
             self._loss_tracker.update_state(loss * replicas(), sample_weight=tf.shape(predictions)[0])
             self.compute_metrics(x, y, predictions, sample_weight=sample_weight)
 
-        tf.cond(ok, record, lambda: None)
+        tf.cond(ok, update_metrics, lambda: None)
         logs = self.get_metrics_result()
         self._step_guard.update_state(flags, step)
-        record = self._step_guard.result()
+        guard_logs = self._step_guard.result()
         keys = [guard.SKIPPED_KEY] if self.on_non_finite == "skip" else [guard.STEP_KEY, guard.REASONS_KEY]
-        return {**logs, **{key: record[key] for key in keys}}
+        return {**logs, **{key: guard_logs[key] for key in keys}}
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Keras' `compute_loss`, after checking that integer query labels name the episode's classes."""
