@@ -9,6 +9,7 @@ Tagalog). Prints one JSON line.
     python benchmarks/omniglot.py --algo protonet --save runs/protonet.keras
     python benchmarks/omniglot.py --algo protonet --flips --steps 4000
     python benchmarks/omniglot.py --train-splits small1,small2 --save final.keras  # train only
+    python benchmarks/omniglot.py --algo mamlpp --flips  # MAML++ (keras_meta.learners.MAMLPlusPlus)
 """
 
 import argparse
@@ -82,11 +83,13 @@ def gradient_options(args):
 
 
 MULTI_STEP_LOSS_ALGOS = ("maml", "fomaml", "metasgd", "anil")  # MAML and its subclasses
+SECOND_ORDER_ALGOS = ("maml", "metasgd", "anil", "mamlpp")  # those that can recompute their inner steps
 
 
 def maml_options(args):
     """The inner loop plus the multi-step loss (the learners of MULTI_STEP_LOSS_ALGOS)."""
-    return dict(gradient_options(args), multi_step_loss=args.multi_step_loss)
+    return dict(gradient_options(args), multi_step_loss=args.multi_step_loss,
+                recompute_inner_steps=args.recompute_inner_steps)
 
 
 ALGOS = {
@@ -99,6 +102,9 @@ ALGOS = {
     "fomaml": lambda args: keras_meta.learners.MAML(classifier(args), first_order=True, **maml_options(args)),
     "metasgd": lambda args: keras_meta.learners.MetaSGD(classifier(args), **maml_options(args)),
     "anil": lambda args: keras_meta.learners.ANIL(classifier(args), **maml_options(args)),
+    "mamlpp": lambda args: keras_meta.learners.MAMLPlusPlus(classifier(args), training_steps=args.steps,
+                                                           recompute_inner_steps=args.recompute_inner_steps,
+                                                           **gradient_options(args)),
     "imaml": lambda args: keras_meta.learners.iMAML(classifier(args), regularization=args.regularization,
                                                    cg_steps=args.cg_steps, **gradient_options(args)),
     "reptile": lambda args: keras_meta.learners.Reptile(
@@ -121,6 +127,8 @@ DEFAULTS = {
                     eval_inner_steps=1),
     "anil": dict(train_ways=5, train_queries=5, meta_batch=16, steps=1500, inner_lr=0.4, inner_steps=3,
                  eval_inner_steps=10),
+    "mamlpp": dict(train_ways=5, train_queries=5, meta_batch=16, steps=1500, inner_lr=0.1, inner_steps=3,
+                   eval_inner_steps=3),
     "imaml": dict(train_ways=5, train_queries=5, meta_batch=4, steps=600, inner_lr=0.1, inner_steps=5,
                   eval_inner_steps=5),  # 10 steps at test lowered accuracy (docs/benchmarks.md)
     "reptile": dict(train_ways=5, train_queries=5, meta_batch=5, steps=3000, inner_lr=1e-3, inner_steps=5,
@@ -145,6 +153,8 @@ def parse_args():
     parser.add_argument("--eval-inner-steps", type=int, default=3)
     parser.add_argument("--multi-step-loss", action="store_true",
                         help=f"{', '.join(MULTI_STEP_LOSS_ALGOS)}: meta-train on the mean query loss after every inner step")
+    parser.add_argument("--recompute-inner-steps", action="store_true",
+                        help=f"recompute inner steps while back-propagating (less memory; {', '.join(SECOND_ORDER_ALGOS)})")
     parser.add_argument("--regularization", type=float, default=2.0, help="imaml: the proximal strength lambda")
     parser.add_argument("--cg-steps", type=int, default=5, help="imaml: conjugate-gradient iterations")
     parser.add_argument("--eval-episodes", type=int, default=600)
@@ -182,6 +192,8 @@ def parse_args():
         parser.error("--parallel-tasks and --intra-op-threads must be at least 1.")
     if args.parallel_tasks != 1 and args.algo in METRIC_BASED + ("reptile",):
         parser.error(f"--parallel-tasks is for the learners that adapt several tasks at once, not --algo {args.algo}.")
+    if args.recompute_inner_steps and args.algo not in SECOND_ORDER_ALGOS:
+        parser.error(f"--recompute-inner-steps is for {', '.join(SECOND_ORDER_ALGOS)}, not --algo {args.algo}.")
     if args.multi_step_loss and args.algo not in MULTI_STEP_LOSS_ALGOS:
         parser.error(f"--multi-step-loss is for {', '.join(MULTI_STEP_LOSS_ALGOS)}, not --algo {args.algo}.")
     return args

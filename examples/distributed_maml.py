@@ -12,6 +12,12 @@ Run:  python examples/distributed_maml.py --output-dir runs/distributed_maml
 Started again with the same command after being killed, a run continues from its last
 completed epoch (`--steps-per-epoch` steps) with the same weights, optimizer state and
 episodes.
+
+Writes a run folder (`--output-dir`, from the chief only): `config.json` (settings and
+package versions), `history.csv` (loss and accuracy per epoch; a resumed run appends to it),
+`tensorboard/`, `checkpoints/` (the learner every `--checkpoint-every` steps), `maml.keras`
+(the learner), `results.json` and the figure `history.png`; `backup/` holds the backups
+while training runs.
 """
 
 import argparse
@@ -21,11 +27,14 @@ import time
 
 import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
 import keras
+import numpy as np
 import tensorflow as tf
 
+from keras_meta import plots
 from keras_meta.data import EpisodeSampler
 from keras_meta.datasets import omniglot
 from keras_meta.evaluation import evaluate_few_shot
+from keras_meta.runs import RunRecord
 
 parser = argparse.ArgumentParser(description="Meta-train second-order MAML on Omniglot under tf.distribute.")
 parser.add_argument("--output-dir", default="runs/distributed_maml")
@@ -36,8 +45,9 @@ parser.add_argument("--batch-size", type=int, default=16,
 parser.add_argument("--episodes", type=int, default=600, help="evaluation episodes")
 parser.add_argument("--cpu-replicas", type=int, default=1,
                     help="split the CPU into this many logical devices and mirror over them (no GPUs needed)")
+parser.add_argument("--checkpoint-every", type=int, default=500, help="training steps between checkpoints")
 args = parser.parse_args()
-for name in ("steps", "steps_per_epoch", "batch_size", "episodes", "cpu_replicas"):
+for name in ("steps", "steps_per_epoch", "batch_size", "episodes", "cpu_replicas", "checkpoint_every"):
     if getattr(args, name) < 1:
         parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
 steps_per_epoch = min(args.steps_per_epoch, args.steps)
@@ -101,7 +111,8 @@ if args.batch_size % replicas:
     parser.error(f"--batch-size ({args.batch_size}) must be a multiple of the {replicas} replicas of "
                  f"{strategy_name}.")
 tasks_at_once = max(1, min((os.cpu_count() or 1) // local_replicas, args.batch_size // replicas)) if on_cpu else 1
-is_chief = strategy.extended.should_checkpoint  # writes the backups and the results
+is_chief = strategy.extended.should_checkpoint  # writes the backups and the run folder
+record = RunRecord(args.output_dir, vars(args), overwrite=True) if is_chief else None
 print(f"Strategy {strategy_name}: {replicas} replica(s), {args.batch_size // replicas} tasks each per step")
 
 keras.utils.set_random_seed(0)
@@ -140,7 +151,8 @@ with strategy.scope():
 
 The chief backs up the learner and the position in the episode stream after every
 epoch; a run started again continues from the last backup. The backups are deleted when
-training completes.
+training completes. The chief also logs the epochs (after a resume, appending to
+`history.csv`) and writes the checkpoints.
 """
 
 backup = keras_meta.callbacks.BackupAndRestore(os.path.join(args.output_dir, "backup"))
@@ -148,9 +160,15 @@ resumed = backup.latest_backup()
 resumed_epoch = 0 if resumed is None else int(resumed[1]["epoch"])
 if resumed_epoch:
     print(f"Resuming after epoch {resumed_epoch}")
+callbacks = [backup]
+if is_chief:
+    callbacks = [*record.callbacks(checkpoint_every=args.checkpoint_every), backup]
+    for callback in callbacks:
+        if isinstance(callback, keras.callbacks.CSVLogger):
+            callback.append = resumed_epoch > 0
 start = time.perf_counter()
 history = learner.fit(sampler.dataset(batch_size=args.batch_size), epochs=args.steps // steps_per_epoch,
-                      steps_per_epoch=steps_per_epoch, callbacks=[backup], verbose=2 if is_chief else 0)
+                      steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=2 if is_chief else 0)
 train_seconds = time.perf_counter() - start
 
 """
@@ -164,12 +182,14 @@ score = evaluate_few_shot(learner, test.images, test.labels, ways=5, shots=1, nu
 print(f"5-way 1-shot accuracy: {score.accuracy:.2%} +- {score.ci95:.2%}")
 
 if is_chief:
-    os.makedirs(args.output_dir, exist_ok=True)
-    learner.save(os.path.join(args.output_dir, "maml.keras"))
+    record.save_learner(learner, "maml.keras")
     results = {"strategy": strategy_name, "replicas": replicas, "batch_size": args.batch_size,
                "steps": args.steps, "resumed_after_epoch": resumed_epoch, "train_seconds": round(train_seconds, 1),
                "final_train_loss": history.history["loss"][-1] if history.history.get("loss") else None,
                "acc_5w1s": score.accuracy, "ci95_5w1s": score.ci95, "episodes": score.num_episodes}
-    with open(os.path.join(args.output_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    record.write_results(results)
+    # the curves of every epoch, those before a resume included
+    logged = np.atleast_1d(np.genfromtxt(record.path("history.csv"), delimiter=",", names=True))
+    curves = {key: logged[key] for key in logged.dtype.names if key != "epoch" and not np.isnan(logged[key]).all()}
+    record.save_figure(plots.plot_history(curves), "history")
     print(f"Written to {os.path.abspath(args.output_dir)}")

@@ -5,8 +5,14 @@ P_user(a). MAML meta-learns a GRU recommender that adapts to a new user from 10 
 sessions. Against a baseline, the same GRU trained on the pooled sessions of many users
 and fine-tuned the same way: Acc@1, Recall@5 and MRR before and after adaptation.
 
-Run:  python examples/gru_next_item.py
-      python examples/gru_next_item.py --output-dir runs/gru_next_item  # + results.json, a bar chart
+Run:  python examples/gru_next_item.py --output-dir runs/gru_next_item
+
+Writes a run folder (`--output-dir`): `config.json` (settings and package versions),
+`history.csv` (MAML's loss and ranking metrics per epoch), `tensorboard/`, `checkpoints/` (the
+MAML learner every `--checkpoint-every` steps), `maml_gru.keras` (the learner), `results.json`
+(the JSON line it prints last: the table and the scores behind it), and the figures
+`history.png`, `adaptation.png` (MAML's query loss and Acc@1 on new users after 0 to 3 inner
+steps) and `comparison.png` (a bar chart of the table).
 """
 
 import argparse
@@ -17,14 +23,19 @@ import time
 import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
 import keras
 import tensorflow as tf
+from matplotlib.figure import Figure
 
+from keras_meta import plots
 from keras_meta.data import QUERY_X, SUPPORT_X, SUPPORT_Y, TaskDistribution
+from keras_meta.runs import RunRecord
 
 parser = argparse.ArgumentParser(description="Per-user next-item prediction with MAML, against a pooled baseline.")
 parser.add_argument("--steps", type=int, default=600, help="training steps of 16 users (MAML and the baseline)")
 parser.add_argument("--users", type=int, default=300, help="evaluation users")
-parser.add_argument("--output-dir", default=None, help="write results.json and comparison.png here")
+parser.add_argument("--output-dir", default="runs/gru_next_item")
+parser.add_argument("--checkpoint-every", type=int, default=200, help="MAML training steps between checkpoints")
 args = parser.parse_args()
+record = RunRecord(args.output_dir, vars(args), overwrite=True)
 keras.utils.set_random_seed(0)
 
 """
@@ -91,8 +102,9 @@ learner = keras_meta.learners.MAML(model, inner_learning_rate=inner_learning_rat
 learner.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss(), metrics=ranking_metrics())
 epochs = max(1, args.steps // 100)
 start = time.perf_counter()
-learner.fit(UserSessions(seed=0).dataset(batch_size=16), epochs=epochs, steps_per_epoch=args.steps // epochs,
-            verbose=2)
+history = learner.fit(UserSessions(seed=0).dataset(batch_size=16), epochs=epochs,
+                      steps_per_epoch=args.steps // epochs, verbose=2,
+                      callbacks=record.callbacks(checkpoint_every=args.checkpoint_every))
 maml_seconds = time.perf_counter() - start
 
 """
@@ -152,27 +164,32 @@ for row, scores in table.items():
     label = f"{'MAML' if name == 'maml' else 'baseline'}, {steps} steps"
     print(f"{label:<22}" + "".join(f"{scores[c]:>10.4f}" for c in columns))
 
-if args.output_dir:
-    os.makedirs(args.output_dir, exist_ok=True)
-    with open(os.path.join(args.output_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        Figure = None
-    if Figure is not None:
-        fig = Figure(figsize=(7, 4), layout="constrained")
-        ax = fig.add_subplot()
-        width = 0.8 / len(table)
-        for i, (row, scores) in enumerate(table.items()):
-            name, steps = row.split("_")[:2]
-            ax.bar([c + (i - (len(table) - 1) / 2) * width for c in range(len(columns))],
-                   [scores[c] for c in columns], width,
-                   label=f"{'MAML' if name == 'maml' else 'baseline'}, {steps} steps")
-        ax.set_xticks(range(len(columns)), ["Acc@1", "Recall@5", "MRR"])
-        ax.set_ylim(0, 1)
-        ax.set_title(f"New users: zero-shot vs {inner_steps}-step adaptation on 10 sessions")
-        ax.legend()
-        fig.savefig(os.path.join(args.output_dir, "comparison.png"), dpi=120)
-    print(f"Written to {os.path.abspath(args.output_dir)}")
+record.save_learner(learner, "maml_gru.keras")
+record.write_results(results)
+
+"""
+## Figures
+
+MAML's training curves; its query loss and Acc@1 on 16 new users after 0 to 3 inner
+steps; and the table as a bar chart.
+"""
+
+inputs, query_y = next(iter(UserSessions(seed=1).dataset(batch_size=16)))
+fig = Figure(figsize=(7, 4), layout="constrained")
+ax = fig.add_subplot()
+width = 0.8 / len(table)
+for i, (row, scores) in enumerate(table.items()):
+    name, steps = row.split("_")[:2]
+    ax.bar([c + (i - (len(table) - 1) / 2) * width for c in range(len(columns))],
+           [scores[c] for c in columns], width, label=f"{'MAML' if name == 'maml' else 'baseline'}, {steps} steps")
+ax.set_xticks(range(len(columns)), ["Acc@1", "Recall@5", "MRR"])
+ax.set_ylim(0, 1)
+ax.set_title(f"New users: zero-shot vs {inner_steps}-step adaptation on 10 sessions")
+ax.legend()
+figures = {"history": plots.plot_history(history),
+           "adaptation": plots.plot_adaptation(learner, inputs, query_y, steps=inner_steps),
+           "comparison": fig}
+for name, figure in figures.items():
+    record.save_figure(figure, name)
+print(f"Written to {os.path.abspath(args.output_dir)}")
 print(json.dumps(results))

@@ -1,32 +1,49 @@
 """
 Title: Few-shot Omniglot with MAML
-Description: Meta-train second-order MAML (or first-order MAML, Meta-SGD, ANIL) on the
+Description: Meta-train second-order MAML (or first-order MAML, Meta-SGD, ANIL, MAML++) on the
 bundled Omniglot splits, evaluate 5-way 1-shot on unseen alphabets, and adapt a plain
 Keras classifier to five new characters from one drawing each.
 
 Run:  python examples/omniglot_maml.py --output-dir runs/omniglot_maml
       python examples/omniglot_maml.py --algo anil --steps 500
+      python examples/omniglot_maml.py --algo mamlpp --recompute-inner-steps
+
+Writes a run folder (`--output-dir`): `config.json` (settings and package versions),
+`history.csv` (loss and accuracy per epoch), `tensorboard/`, `checkpoints/` (the learner every
+`--checkpoint-every` steps), `<algo>.keras` (the learner), `adapted_5way_classifier.keras`,
+`results.json`, and the figures `history.png`, `adaptation.png` (query loss and accuracy on
+unseen-alphabet tasks after 0 to `eval_inner_steps` inner steps) and `parameter_change.png`
+(how far adapting to five new characters moves each layer's weights).
 """
 
 import argparse
-import json
 import os
+import time
 
 import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_meta import plots
 from keras_meta.data import EpisodeSampler
 from keras_meta.datasets import omniglot
 from keras_meta.evaluation import evaluate_few_shot
+from keras_meta.runs import RunRecord
 
 parser = argparse.ArgumentParser(description="Meta-train MAML on Omniglot.")
-parser.add_argument("--algo", choices=["maml", "fomaml", "metasgd", "anil"], default="maml")
+parser.add_argument("--algo", choices=["maml", "fomaml", "metasgd", "anil", "mamlpp"], default="maml")
 parser.add_argument("--output-dir", default="runs/omniglot_maml")
 parser.add_argument("--steps", type=int, default=1000, help="meta-training steps of 16 tasks")
 parser.add_argument("--episodes", type=int, default=600, help="evaluation episodes")
+parser.add_argument("--checkpoint-every", type=int, default=250, help="training steps between checkpoints")
+parser.add_argument("--recompute-inner-steps", action="store_true",
+                    help="recompute the inner steps while back-propagating: memory of about one step, more time "
+                         "(second-order algorithms)")
 args = parser.parse_args()
+if args.recompute_inner_steps and args.algo == "fomaml":
+    parser.error("--recompute-inner-steps is for the second-order algorithms; fomaml keeps no inner steps.")
+record = RunRecord(args.output_dir, vars(args), overwrite=True)
 
 """
 ## Speed on a CPU
@@ -55,24 +72,37 @@ sampler = EpisodeSampler(train.images, train.labels, ways=5, shots=1, queries=5,
 ## The learner
 
 The wrapped model is conv4 with a 5-way head. Each step adapts it to 16 tasks with one
-SGD step of size 0.4 and back-propagates the query loss through that step.
+SGD step of size 0.4 and back-propagates the query loss through that step. MAML++
+(`MAMLPlusPlus`) takes 3 steps with learned per-layer, per-step rates (starting at 0.4),
+per-step batch-norm weights, an annealed multi-step loss and first-order steps for the
+first third of training. With `--recompute-inner-steps`, the inner steps' activations
+are recomputed while back-propagating instead of kept (memory for time).
 """
 
 model = keras_meta.models.conv4(input_shape=(28, 28, 1), num_classes=5)
-options = dict(inner_learning_rate=0.4, inner_steps=1, eval_inner_steps=3, parallel_tasks=tasks_at_once)
+options = dict(inner_learning_rate=0.4, inner_steps=1, eval_inner_steps=3, parallel_tasks=tasks_at_once,
+               recompute_inner_steps=args.recompute_inner_steps)
 learner = {
     "maml": lambda: keras_meta.learners.MAML(model, **options),
     "fomaml": lambda: keras_meta.learners.MAML(model, first_order=True, **options),
+    "mamlpp": lambda: keras_meta.learners.MAMLPlusPlus(model, training_steps=args.steps,
+                                                       **{**options, "inner_steps": 3, "eval_inner_steps": 3}),
     "metasgd": lambda: keras_meta.learners.MetaSGD(model, **options),
     "anil": lambda: keras_meta.learners.ANIL(model, **{**options, "inner_steps": 3, "eval_inner_steps": 10}),
 }[args.algo]()
+meta_learning_rate = 1e-3
+if args.algo == "mamlpp":  # MAML++ anneals the meta learning rate: Keras' cosine schedule
+    meta_learning_rate = keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=args.steps, alpha=0.05)
 learner.compile(
-    optimizer=keras.optimizers.Adam(1e-3),
+    optimizer=keras.optimizers.Adam(meta_learning_rate),
     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
 )
 epochs = max(1, args.steps // 100)
-learner.fit(sampler.dataset(batch_size=16), epochs=epochs, steps_per_epoch=args.steps // epochs)
+start = time.perf_counter()
+history = learner.fit(sampler.dataset(batch_size=16), epochs=epochs, steps_per_epoch=args.steps // epochs,
+                      callbacks=record.callbacks(checkpoint_every=args.checkpoint_every))
+train_seconds = time.perf_counter() - start
 
 """
 ## Evaluation on unseen alphabets
@@ -92,10 +122,26 @@ classifier = learner.adapt(test.images[support], np.arange(5))
 queries = np.concatenate([np.flatnonzero(test.labels == c)[1:] for c in characters])
 accuracy = float(np.mean(classifier.predict(test.images[queries], verbose=0).argmax(-1) == np.repeat(np.arange(5), 19)))
 print(f"Adapted classifier on the other 95 drawings: {accuracy:.2%}")
-os.makedirs(args.output_dir, exist_ok=True)
-learner.save(os.path.join(args.output_dir, f"{args.algo}.keras"))
-classifier.save(os.path.join(args.output_dir, "adapted_5way_classifier.keras"))
-with open(os.path.join(args.output_dir, "results.json"), "w") as f:
-    json.dump({"algo": args.algo, "acc_5w1s": score.accuracy, "ci95_5w1s": score.ci95,
-               "adapted_classifier_accuracy": accuracy}, f, indent=2)
+record.save_learner(learner, f"{args.algo}.keras")
+record.save_learner(classifier, "adapted_5way_classifier.keras")
+record.write_results({"algo": args.algo, "acc_5w1s": score.accuracy, "ci95_5w1s": score.ci95,
+                      "adapted_classifier_accuracy": accuracy, "train_seconds": round(train_seconds, 1)})
+
+"""
+## Figures
+
+The training curves; query loss and accuracy on 16 tasks (at most `--episodes`) of the
+unseen alphabets after 0 (the meta-learned weights) to `eval_inner_steps` inner steps;
+and, per layer, how far adapting to the five characters above moves the weights.
+"""
+
+test_sampler = EpisodeSampler(test.images, test.labels, ways=5, shots=1, queries=5, seed=0)
+inputs, query_y = next(iter(test_sampler.dataset(batch_size=min(16, args.episodes))))
+figures = {
+    "history": plots.plot_history(history),
+    "adaptation": plots.plot_adaptation(learner, inputs, query_y, steps=learner.eval_inner_steps),
+    "parameter_change": plots.plot_parameter_change(learner, test.images[support], np.arange(5)),
+}
+for name, figure in figures.items():
+    record.save_figure(figure, name)
 print(f"Written to {os.path.abspath(args.output_dir)}")

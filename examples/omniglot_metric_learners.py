@@ -8,19 +8,27 @@ Run:  python examples/omniglot_metric_learners.py --learner r2d2 --output-dir ru
       python examples/omniglot_metric_learners.py --learner matching --fce
       python examples/omniglot_metric_learners.py --learner metanet          # original Meta Networks
       python examples/omniglot_metric_learners.py --learner metanet-embedding
+
+Writes a run folder (`--output-dir`): `config.json` (settings and package versions),
+`history.csv` (loss and accuracy per epoch), `tensorboard/`, `checkpoints/` (the learner every
+`--checkpoint-every` steps), `<learner>.keras` (the learner), `adapted_5way_classifier.keras`,
+`results.json`, and the figures `history.png`, `embeddings.png` (a test episode's embeddings
+and class prototypes) and `accuracy_vs_shots.png`.
 """
 
 import argparse
-import json
 import os
+import time
 
 import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
 import keras
 import numpy as np
 
+from keras_meta import plots
 from keras_meta.data import EpisodeSampler
 from keras_meta.datasets import omniglot
 from keras_meta.evaluation import evaluate_few_shot
+from keras_meta.runs import RunRecord
 
 parser = argparse.ArgumentParser(description="Meta-train a metric- or model-based learner on Omniglot.")
 parser.add_argument("--learner", choices=["matching", "r2d2", "metanet", "metanet-embedding"], default="r2d2")
@@ -28,8 +36,10 @@ parser.add_argument("--fce", action="store_true", help="Matching Networks with f
 parser.add_argument("--output-dir", default=None, help="default: runs/omniglot_<learner>")
 parser.add_argument("--steps", type=int, default=2000, help="meta-training steps (one 20-way episode each)")
 parser.add_argument("--episodes", type=int, default=600, help="evaluation episodes")
+parser.add_argument("--checkpoint-every", type=int, default=500, help="training steps between checkpoints")
 args = parser.parse_args()
-output_dir = args.output_dir or os.path.join("runs", f"omniglot_{args.learner}")
+args.output_dir = args.output_dir or os.path.join("runs", f"omniglot_{args.learner}")
+record = RunRecord(args.output_dir, vars(args), overwrite=True)
 keras.utils.set_random_seed(0)
 
 """
@@ -65,13 +75,16 @@ learner.compile(
     metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
 )
 epochs = max(1, args.steps // 100)
-learner.fit(sampler.dataset(batch_size=1), epochs=epochs, steps_per_epoch=args.steps // epochs)
+start = time.perf_counter()
+history = learner.fit(sampler.dataset(batch_size=1), epochs=epochs, steps_per_epoch=args.steps // epochs,
+                      callbacks=record.callbacks(checkpoint_every=args.checkpoint_every))
+train_seconds = time.perf_counter() - start
 
 """
 ## Evaluation on unseen alphabets
 """
 
-results = {"learner": args.learner}
+results = {"learner": args.learner, "train_seconds": round(train_seconds, 1)}
 for ways in (5, 20):
     score = evaluate_few_shot(learner, test.images, test.labels, ways=ways, shots=1, num_episodes=args.episodes)
     print(f"{ways}-way 1-shot accuracy: {score.accuracy:.2%} +- {score.ci95:.2%}")
@@ -90,9 +103,25 @@ truth = np.concatenate([np.full(len(np.flatnonzero(test.labels == c)) - 1, i) fo
 results["adapted_classifier_accuracy"] = float(np.mean(
     classifier.predict(test.images[queries], verbose=0).argmax(-1) == truth))
 print(f"Adapted classifier on the other drawings: {results['adapted_classifier_accuracy']:.2%}")
-os.makedirs(output_dir, exist_ok=True)
-learner.save(os.path.join(output_dir, f"{args.learner}.keras"))
-classifier.save(os.path.join(output_dir, "adapted_5way_classifier.keras"))
-with open(os.path.join(output_dir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
-print(f"Written to {os.path.abspath(output_dir)}")
+record.save_learner(learner, f"{args.learner}.keras")
+record.save_learner(classifier, "adapted_5way_classifier.keras")
+record.write_results(results)
+
+"""
+## Figures
+
+The training curves, the embeddings of a 5-way 1-shot test episode with the class
+prototypes, and 5-way accuracy against the number of shots.
+"""
+
+inputs, query_y = next(iter(EpisodeSampler(test.images, test.labels, ways=5, shots=1, queries=3,
+                                           seed=0).dataset(batch_size=1)))
+figures = {
+    "history": plots.plot_history(history),
+    "embeddings": plots.plot_embeddings(learner, inputs, query_y),
+    "accuracy_vs_shots": plots.plot_accuracy_vs_shots(learner, test.images, test.labels, ways=5, shots=(1, 2, 5),
+                                                      num_episodes=min(args.episodes, 100)),
+}
+for name, figure in figures.items():
+    record.save_figure(figure, name)
+print(f"Written to {os.path.abspath(args.output_dir)}")

@@ -4,24 +4,35 @@ Description: Reptile with an Adam inner optimizer and a linearly annealed meta s
 size, on the bundled Omniglot splits; evaluated 5-way 1-shot on unseen alphabets.
 
 Run:  python examples/omniglot_reptile.py --output-dir runs/omniglot_reptile
+
+Writes a run folder (`--output-dir`): `config.json` (settings and package versions),
+`history.csv` (loss and accuracy per epoch), `tensorboard/`, `checkpoints/` (the learner every
+`--checkpoint-every` steps), `reptile.keras` (the learner), `results.json`, and the figures
+`history.png`, `adaptation.png` (query loss and accuracy on unseen-alphabet tasks after 0 to
+10 inner steps) and `parameter_change.png` (how far adapting to five new characters moves
+each layer's weights).
 """
 
 import argparse
-import json
 import os
+import time
 
 import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
 import keras
 
+from keras_meta import plots
 from keras_meta.data import EpisodeSampler
 from keras_meta.datasets import omniglot
 from keras_meta.evaluation import evaluate_few_shot
+from keras_meta.runs import RunRecord
 
 parser = argparse.ArgumentParser(description="Meta-train Reptile on Omniglot.")
 parser.add_argument("--output-dir", default="runs/omniglot_reptile")
 parser.add_argument("--steps", type=int, default=3000, help="meta-training steps of 5 tasks")
 parser.add_argument("--episodes", type=int, default=600, help="evaluation episodes")
+parser.add_argument("--checkpoint-every", type=int, default=1000, help="training steps between checkpoints")
 args = parser.parse_args()
+record = RunRecord(args.output_dir, vars(args), overwrite=True)
 keras.utils.set_random_seed(0)
 
 train, test = omniglot.unseen_alphabet_split(train_splits=("small1",), test_split="small2")
@@ -50,12 +61,32 @@ learner.compile(
     metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
 )
 epochs = max(1, args.steps // 100)
-learner.fit(sampler.dataset(batch_size=5), epochs=epochs, steps_per_epoch=args.steps // epochs)
+start = time.perf_counter()
+history = learner.fit(sampler.dataset(batch_size=5), epochs=epochs, steps_per_epoch=args.steps // epochs,
+                      callbacks=record.callbacks(checkpoint_every=args.checkpoint_every))
+train_seconds = time.perf_counter() - start
 
 score = evaluate_few_shot(learner, test.images, test.labels, ways=5, shots=1, num_episodes=args.episodes)
 print(f"5-way 1-shot accuracy: {score.accuracy:.2%} +- {score.ci95:.2%}")
-os.makedirs(args.output_dir, exist_ok=True)
-learner.save(os.path.join(args.output_dir, "reptile.keras"))
-with open(os.path.join(args.output_dir, "results.json"), "w") as f:
-    json.dump({"algo": "reptile", "acc_5w1s": score.accuracy, "ci95_5w1s": score.ci95}, f, indent=2)
+record.save_learner(learner, "reptile.keras")
+record.write_results({"algo": "reptile", "acc_5w1s": score.accuracy, "ci95_5w1s": score.ci95,
+                      "train_seconds": round(train_seconds, 1)})
+
+"""
+## Figures
+
+The training curves; query loss and accuracy on 16 tasks (at most `--episodes`) of the
+unseen alphabets after 0 (the meta-learned weights) to 10 inner steps; and, per layer, how
+far adapting to five new characters, one drawing each, moves the weights.
+"""
+
+test_sampler = EpisodeSampler(test.images, test.labels, ways=5, shots=1, queries=5, seed=0)
+inputs, query_y = next(iter(test_sampler.dataset(batch_size=min(16, args.episodes))))
+figures = {
+    "history": plots.plot_history(history),
+    "adaptation": plots.plot_adaptation(learner, inputs, query_y, steps=learner.eval_inner_steps),
+    "parameter_change": plots.plot_parameter_change(learner, inputs["support_x"][0], inputs["support_y"][0]),
+}
+for name, figure in figures.items():
+    record.save_figure(figure, name)
 print(f"Written to {os.path.abspath(args.output_dir)}")

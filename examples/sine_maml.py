@@ -4,26 +4,33 @@ Description: Meta-train MAML on sine waves of random amplitude and phase, then f
 new sine wave from 5 points with a few gradient steps, and plot the adapted curves.
 
 Run:  python examples/sine_maml.py --output-dir runs/sine_maml
+
+Writes a run folder (`--output-dir`): `config.json` (settings and package versions),
+`history.csv` (the training loss per epoch), `tensorboard/`, `checkpoints/` (the learner every
+`--checkpoint-every` steps), `maml_sine.keras` (the learner), `results.json` (the test MSE
+after 0, 1 and 10 steps), and the figures `history.png` and `adapted_curves.png` (a new sine
+wave, its 5 support points and the model after 0, 1 and 10 steps).
 """
 
 import argparse
 import json
 import os
+import time
 
 import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
 import keras
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from keras_meta.datasets.sine import SinusoidTasks  # noqa: E402
+from keras_meta import plots
+from keras_meta.datasets.sine import SinusoidTasks
+from keras_meta.runs import RunRecord
 
 parser = argparse.ArgumentParser(description="MAML on sinusoid regression.")
 parser.add_argument("--output-dir", default="runs/sine_maml")
 parser.add_argument("--steps", type=int, default=20000, help="meta-training steps (25 tasks each)")
+parser.add_argument("--checkpoint-every", type=int, default=5000, help="training steps between checkpoints")
 args = parser.parse_args()
+record = RunRecord(args.output_dir, vars(args), overwrite=True)
 keras.utils.set_random_seed(0)
 
 """
@@ -40,7 +47,10 @@ learner = keras_meta.learners.MAML(model, inner_learning_rate=0.01, inner_steps=
 learner.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
 tasks = SinusoidTasks(shots=10, queries=10, seed=0)
 epochs = max(1, args.steps // 1000)
-learner.fit(tasks.dataset(batch_size=25), epochs=epochs, steps_per_epoch=args.steps // epochs, verbose=2)
+start = time.perf_counter()
+history = learner.fit(tasks.dataset(batch_size=25), epochs=epochs, steps_per_epoch=args.steps // epochs, verbose=2,
+                      callbacks=record.callbacks(checkpoint_every=args.checkpoint_every))
+train_seconds = time.perf_counter() - start
 
 """
 ## Evaluation: 5 points of a new sine wave
@@ -49,34 +59,28 @@ Mean squared error on 100 query points of 600 new tasks, after 0, 1 and 10 steps
 """
 
 test = SinusoidTasks(shots=5, queries=100, seed=1).dataset(batch_size=100, num_episodes=600)
-results = {}
+results = {"train_seconds": round(train_seconds, 1)}
 for steps in (0, 1, 10):
     learner.eval_inner_steps = steps
     results[f"mse_{steps}step"] = float(learner.evaluate(test, verbose=0))
 print(json.dumps(results))
+record.save_learner(learner, "maml_sine.keras")
+record.write_results(results)
 
 """
 ## Adapt to one task and plot
 
-`adapt` returns a plain Keras model with the adapted weights.
+`plot_regression_adaptation` draws a new sine wave, its 5 support points and
+`learner.adapt(support_x, support_y, steps)` (a plain Keras model with the adapted
+weights) after 0, 1 and 10 steps: the sine figure of the MAML paper.
 """
 
 rng = np.random.default_rng(3)
 amplitude, phase = rng.uniform(0.1, 5.0), rng.uniform(0, np.pi)
 support_x = rng.uniform(-5, 5, size=(5, 1)).astype("float32")
 support_y = (amplitude * np.sin(support_x - phase)).astype("float32")
-grid = np.linspace(-5, 5, 200, dtype="float32")[:, None]
-plt.figure(figsize=(7, 4))
-plt.plot(grid, amplitude * np.sin(grid - phase), "k", label="true function")
-for steps in (0, 1, 10):
-    adapted = learner.adapt(support_x, support_y, steps=steps)
-    plt.plot(grid, adapted(grid).numpy(), label=f"after {steps} step(s)")
-plt.scatter(support_x, support_y, c="r", zorder=3, label="5 support points")
-plt.legend()
-os.makedirs(args.output_dir, exist_ok=True)
-plot_path = os.path.join(args.output_dir, "adapted_curves.png")
-plt.savefig(plot_path, dpi=100, bbox_inches="tight")
-with open(os.path.join(args.output_dir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
-learner.save(os.path.join(args.output_dir, "maml_sine.keras"))
+record.save_figure(plots.plot_history(history), "history")
+plot_path = record.save_figure(plots.plot_regression_adaptation(
+    learner, support_x, support_y, (-5, 5), true_function=lambda x: amplitude * np.sin(x - phase),
+    steps=(0, 1, 10)), "adapted_curves")
 print(f"Plot: {os.path.abspath(plot_path)}")

@@ -33,8 +33,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_meta.data.checks import integer_argument
 from keras_meta.data.episodes import _size_range
-from keras_meta.data.tasks import _check_positive_int
 from keras_meta.evaluation import evaluate_episodes, few_shot_episodes
 
 _POINTER = "latest.json"
@@ -111,7 +111,7 @@ class FewShotEvaluation(keras.callbacks.Callback):
             name = _name_from_episodes(self.episodes)
         if not isinstance(name, str) or not name:
             raise ValueError(f"`name` must be a non-empty string such as '5way_1shot', got {name!r}.")
-        self.every = _check_positive_int("every", every)
+        self.every = integer_argument("every", every)
         if verbose not in (0, 1):
             raise ValueError(f"`verbose` must be 0 (silent) or 1 (progress bar and scores), got {verbose!r}.")
         self.verbose = int(verbose)

@@ -15,8 +15,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_meta.data import EpisodeSampler
+from keras_meta.data.checks import integer_argument
 from keras_meta.data.episodes import _size_range
-from keras_meta.data.tasks import _check_positive_int, _check_seed
+from keras_meta.data.tasks import _check_seed
 
 EpisodeAccuracy = collections.namedtuple("EpisodeAccuracy", ["accuracy", "ci95", "num_episodes", "per_episode"])
 
@@ -88,17 +89,22 @@ def episode_predictor(learner):
     """`learner`'s inference on a whole episode batch as one traced call, kept for later evaluations.
 
     It runs outside any replica: under a `tf.distribute` strategy each episode
-    is predicted, and counted, exactly once.
+    is predicted, and counted, exactly once. A learner's `eval_inner_steps`
+    is part of the traced call: changing it traces a new one.
     """
+    settings = getattr(learner, "eval_inner_steps", None)
     try:
-        return _PREDICTORS[learner]
+        cached_settings, predictor = _PREDICTORS[learner]
+        if cached_settings == settings:
+            return predictor
     except KeyError:
-        reference = weakref.ref(learner)  # the cache must not keep the learner alive
-        predictor = tf.function(lambda inputs: reference()(inputs, training=False), reduce_retracing=True)
-        _PREDICTORS[learner] = predictor
-        return predictor
+        pass
     except TypeError:  # an object that cannot be a weak key: no caching
         return tf.function(lambda inputs: learner(inputs, training=False), reduce_retracing=True)
+    reference = weakref.ref(learner)  # the cache must not keep the learner alive
+    predictor = tf.function(lambda inputs: reference()(inputs, training=False), reduce_retracing=True)
+    _PREDICTORS[learner] = settings, predictor
+    return predictor
 
 
 def evaluate_few_shot(learner, x, y, ways, shots=1, queries=15, num_episodes=600, seed=0, batch_size=None,
@@ -114,11 +120,11 @@ def evaluate_few_shot(learner, x, y, ways, shots=1, queries=15, num_episodes=600
 def few_shot_episodes(x, y, ways, shots=1, queries=15, num_episodes=600, seed=0, batch_size=None):
     """The fixed episode set of `evaluate_few_shot`; `batch_size=None` batches about 1024 examples at a time."""
     max_ways, max_shots = _size_range("ways", ways)[1], _size_range("shots", shots)[1]
-    queries = _check_positive_int("queries", queries)
-    num_episodes = _check_positive_int("num_episodes", num_episodes)
+    queries = integer_argument("queries", queries)
+    num_episodes = integer_argument("num_episodes", num_episodes)
     seed = None if seed is None else _check_seed(seed)
     if batch_size is None:
         batch_size = max(1, 1024 // (max_ways * (max_shots + queries)))
-    batch_size = _check_positive_int("batch_size", batch_size)
+    batch_size = integer_argument("batch_size", batch_size)
     sampler = EpisodeSampler(x, y, ways=ways, shots=shots, queries=queries, seed=seed)
     return sampler.dataset(batch_size=batch_size, num_episodes=num_episodes)

@@ -15,7 +15,8 @@ Example:
 import numpy as np
 import tensorflow as tf
 
-from keras_meta.data.episodes import QUERY_X, SUPPORT_X, SUPPORT_Y
+from keras_meta.data.checks import integer_argument
+from keras_meta.data.episode_format import QUERY_X, SUPPORT_X, SUPPORT_Y
 from keras_meta.learners.base import unpack_episode
 
 EXTRA = 'pip install "keras-meta[plots]"'
@@ -69,9 +70,7 @@ def _gradient_learner(learner, function):
 
 
 def _step_count(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"`{name}` must be a non-negative integer number of inner steps, got {value!r}.")
-    return int(value)
+    return integer_argument(name, value, minimum=0, unit=" number of inner steps")
 
 
 def _class_logits(predictions, what):

@@ -25,6 +25,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_meta.data.checks import integer_argument
+
 CONFIG, HISTORY, RESULTS = "config.json", "history.csv", "results.json"
 TENSORBOARD, CHECKPOINTS = "tensorboard", "checkpoints"
 
@@ -83,9 +85,7 @@ class RunRecord:
         found = [keras.callbacks.CSVLogger(self.path(HISTORY)),
                  keras.callbacks.TensorBoard(log_dir=self.path(TENSORBOARD))]
         if checkpoint_every is not None:
-            if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, np.integer)) \
-                    or checkpoint_every < 1:
-                raise ValueError(f"`checkpoint_every` must be a positive number of steps, got {checkpoint_every!r}.")
+            integer_argument("checkpoint_every", checkpoint_every, unit=" number of steps")
             os.makedirs(self.path(CHECKPOINTS), exist_ok=True)
             pattern = os.path.join(self.path(CHECKPOINTS), "epoch{epoch:03d}_batch{batch:05d}.keras")
             found.append(keras.callbacks.ModelCheckpoint(pattern, save_freq=int(checkpoint_every)))

@@ -36,6 +36,9 @@ def learner_makers(learners, keras, num_classes):
         "maml": lambda: learners.MAML(classifier(), inner_learning_rate=0.1, inner_steps=2),
         "fomaml": lambda: learners.MAML(classifier(), inner_learning_rate=0.1, first_order=True),
         "maml_truncated": lambda: learners.MAML(classifier(), inner_learning_rate=0.1, inner_steps=2, truncation=1),
+        "maml_recompute": lambda: learners.MAML(classifier(), inner_learning_rate=0.1, inner_steps=2,
+                                                recompute_inner_steps=True),
+        "mamlpp": lambda: learners.MAMLPlusPlus(classifier(), training_steps=3, inner_steps=2),  # 1 first-order step
         "meta_sgd": lambda: learners.MetaSGD(classifier(), inner_learning_rate=0.1),
         "anil": lambda: learners.ANIL(classifier(), inner_learning_rate=0.1),
         "reptile": lambda: learners.Reptile(classifier(), inner_optimizer=keras.optimizers.SGD(0.1), inner_steps=2),

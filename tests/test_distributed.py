@@ -20,7 +20,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "tests", "distributed_runs.py")
 LEARNERS = ["protonet", "protonet_clipped", "matching", "matching_fce", "r2d2", "meta_network",
-            "embedding_meta_network", "maml", "fomaml", "maml_truncated", "meta_sgd", "anil", "reptile", "imaml"]
+            "embedding_meta_network", "maml", "fomaml", "maml_truncated", "maml_recompute", "mamlpp", "meta_sgd", "anil",
+            "reptile", "imaml"]
 RELATIVE_TOLERANCE = 2e-5
 pytestmark = pytest.mark.xdist_group("distributed")  # one test process runs this module's shared runs once
 

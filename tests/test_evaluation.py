@@ -92,3 +92,28 @@ def test_evaluate_episodes_rejects_outputs_that_are_not_logits(labelled_ids):
     with pytest.raises(ValueError, match=r"query logits \[batch, queries, ways\] = \[2, 12\] \+ \[ways\], got shape "
                                          r"\[2, 12\]"):
         evaluate_episodes(Embedder(), sampler.dataset(batch_size=2, num_episodes=2), verbose=0)
+
+
+def test_changing_eval_inner_steps_between_evaluations_takes_effect():
+    """The traced evaluation is kept per learner; a new `eval_inner_steps` must not reuse the old trace."""
+    import keras
+
+    from keras_meta.learners import MAML
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 4)).astype("float32"), np.repeat(np.arange(6), 10)
+    learner = MAML(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]), inner_learning_rate=2.0)
+    learner.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    scores = {}
+    for steps in (0, 5, 0):
+        learner.eval_inner_steps = steps
+        scores.setdefault(steps, []).append(evaluate_few_shot(learner, x, y, ways=3, shots=2, queries=3,
+                                                              num_episodes=20, verbose=0).accuracy)
+    assert scores[0][0] == scores[0][1]
+    assert scores[5][0] != scores[0][0]  # adapting changes the answers
+    fresh = MAML.from_config(learner.get_config())
+    fresh.set_weights(learner.get_weights())
+    fresh.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    fresh.eval_inner_steps = 5
+    assert evaluate_few_shot(fresh, x, y, ways=3, shots=2, queries=3, num_episodes=20, verbose=0).accuracy == scores[5][0]

@@ -1,5 +1,7 @@
 """Functional use of Keras models (clone/update/detach), MagicBox, learnable optimizer, ranking metrics."""
 
+import threading
+
 import keras
 import numpy as np
 import pytest
@@ -121,6 +123,40 @@ def test_fused_batch_norm_leaves_what_the_op_cannot_do_to_keras():
     assert keras.layers.BatchNormalization.call is BATCH_NORM_CALL
 
 
+def test_batch_norm_contexts_change_only_the_threads_inside_them():
+    """While one thread is inside `fused_batch_norm()`, another thread's BatchNormalization stays Keras' own."""
+    layer = keras.layers.BatchNormalization()
+    x = tf.constant(np.random.default_rng(2).normal(size=(4, 3)), tf.float32)
+    layer.build(x.shape)
+
+    def op_types():
+        return {op.type for op in tf.function(lambda: layer(x, training=True)).get_concrete_function().graph
+                .get_operations()}
+
+    inside, outside = threading.Event(), threading.Event()
+    seen = {}
+
+    def hold_the_context():
+        with ops.fused_batch_norm():
+            seen["inside"] = op_types()
+            inside.set()
+            outside.wait(timeout=60)
+
+    holder = threading.Thread(target=hold_the_context)
+    holder.start()
+    try:
+        assert inside.wait(timeout=60)
+        assert keras.layers.BatchNormalization.call is not BATCH_NORM_CALL  # patched for the process ...
+        seen["outside"] = op_types()  # ... but this thread is not inside
+    finally:
+        outside.set()
+        holder.join()
+    assert "FusedBatchNormV3" in seen["inside"]
+    assert "FusedBatchNormV3" not in seen["outside"]
+    assert seen["outside"] == op_types()  # exactly Keras' graph, as with no context anywhere
+    assert keras.layers.BatchNormalization.call is BATCH_NORM_CALL
+
+
 @pytest.mark.parametrize("granularity, rate_shapes", [("parameter", [(3, 2), (2,)]), ("tensor", [(), ()]),
                                                       ("scalar", [(), ()])])
 def test_learnable_optimizer_granularities(granularity, rate_shapes):
@@ -136,6 +172,18 @@ def test_learnable_optimizer_granularities(granularity, rate_shapes):
     assert all(g is not None for g in tape.gradient(total, optimizer.trainable_variables))
 
 
+def test_learnable_optimizer_per_step_rates():
+    """`steps=2`: step 0 and step 1 use their own rates; later steps use the last ones."""
+    optimizer = LearnableOptimizer(0.5, granularity="tensor", steps=2)
+    optimizer.build_for([(3,)])
+    assert [tuple(r.shape) for r in optimizer.learning_rates] == [(2,)]
+    optimizer.learning_rates[0].assign([0.5, 0.25])
+    grads = [tf.ones([3])]
+    assert [float(optimizer(grads, step=step)[0][0]) for step in (0, 1, 5)] == [-0.5, -0.25, -0.25]
+    restored = LearnableOptimizer.from_config(optimizer.get_config())
+    assert restored.steps == 2
+
+
 def test_ranking_metrics_against_numpy():
     rng = np.random.default_rng(0)
     scores = rng.normal(size=(2, 7, 10)).astype("float32")
@@ -147,3 +195,27 @@ def test_ranking_metrics_against_numpy():
         metric.update_state(targets, scores)
         np.testing.assert_allclose(float(metric.result()), expected, rtol=1e-6)
     assert metrics.recall_at_k(5).name == "recall@5"
+
+
+def test_recompute_gradient_reruns_the_function_and_keeps_its_exact_second_order_gradient():
+    """One gradient step on w**3 with a variable rate: d/dw and d/drate in closed form; the step runs twice."""
+    rate, calls = tf.Variable(0.1, dtype=tf.float64), []
+
+    def step(w):
+        calls.append(1)
+        with tf.GradientTape() as tape:
+            tape.watch(w)
+            loss = tf.reduce_sum(w ** 3)
+        return w - rate * tape.gradient(loss, w)  # w - 3 rate w**2
+
+    w = tf.constant([2.0, -1.0], tf.float64)
+    with tf.GradientTape() as tape:
+        tape.watch(w)
+        adapted = ops.recompute_gradient(step)(w)
+        total = tf.reduce_sum(adapted)
+    assert len(calls) == 1
+    grad_w, grad_rate = tape.gradient(total, [w, rate])
+    assert len(calls) == 2  # recomputed while back-propagating
+    np.testing.assert_allclose(adapted, [2.0 - 1.2, -1.0 - 0.3])
+    np.testing.assert_allclose(grad_w, 1 - 6 * 0.1 * w.numpy())
+    np.testing.assert_allclose(grad_rate, -3 * np.sum(w.numpy() ** 2))

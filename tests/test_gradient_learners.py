@@ -29,6 +29,9 @@ def classification_episode(num_tasks=2, support_shift=0.0, seed=0):
 
 LEARNERS = {
     "maml": lambda m, **kw: learners.MAML(m, inner_learning_rate=0.1, inner_steps=2, **kw),
+    "maml_recompute": lambda m, **kw: learners.MAML(m, inner_learning_rate=0.1, inner_steps=2,
+                                                   recompute_inner_steps=True, **kw),
+    "mamlpp": lambda m, **kw: learners.MAMLPlusPlus(m, training_steps=3, inner_steps=2, **kw),
     "fomaml": lambda m, **kw: learners.MAML(m, inner_learning_rate=0.1, inner_steps=2, first_order=True, **kw),
     "metasgd": lambda m, **kw: learners.MetaSGD(m, inner_learning_rate=0.1, inner_steps=1, **kw),
     "anil": lambda m, **kw: learners.ANIL(m, inner_learning_rate=0.1, inner_steps=2, **kw),
@@ -177,13 +180,48 @@ def test_maml_meta_learns_sinusoid_regression():
         (lambda: learners.iMAML(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), regularization=0),
          "regularization"),
         (lambda: learners.LearnableOptimizer(granularity="row"), "granularity"),
+        (lambda: learners.LearnableOptimizer(steps=0), "positive integer"),
+        (lambda: learners.MAML(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]),
+                               multi_step_loss_annealing_steps=10), "`multi_step_loss=True` too"),
+        (lambda: learners.MAML(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), first_order=True,
+                               first_order_steps=10), "no second order to switch to"),
+        (lambda: learners.MAML(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]),
+                               per_step_inner_learning_rates=True), "pass `learn_inner_learning_rate`"),
+        (lambda: learners.MAML(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]),
+                               per_step_batch_norm=True), "has none"),
+        (lambda: learners.MAMLPlusPlus(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]),
+                                       training_steps=0), "training_steps"),
+        (lambda: learners.MAML(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), first_order=True,
+                               recompute_inner_steps=True), "no effect with `first_order=True`"),
         (lambda: learners.MAML(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), parallel_tasks=0),
          "positive integer"),
+        (lambda: learners.iMAML(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")]),
+                                adapt_layers=["d"]), "takes no `adapt_layers`"),
+        (lambda: learners.MetaSGD(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]),
+                                  learn_inner_learning_rate="scalar"), "with `granularity`"),
     ],
 )
 def test_bad_arguments_get_clear_errors(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_mamlpp_fixes_turned_off_take_their_refinements_along():
+    def mamlpp(**kwargs):
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.BatchNormalization(),
+                                  keras.layers.Dense(2)])
+        return learners.MAMLPlusPlus(model, training_steps=30, inner_steps=2, **kwargs)
+
+    preset = mamlpp()
+    assert (preset.multi_step_loss_annealing_steps, preset.first_order_steps) == (3, 10)
+    assert preset.inner_optimizer.steps == 2 and len(preset.batch_norm_steps) == 2
+    plain = mamlpp(multi_step_loss=False, first_order=True, learn_inner_learning_rate=False)
+    assert not plain.multi_step_loss and plain.multi_step_loss_annealing_steps is None
+    assert plain.first_order_steps is None
+    assert plain.inner_optimizer is None and plain.first_order and len(plain.batch_norm_steps) == 2
+    frozen = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4),
+                               keras.layers.BatchNormalization(trainable=False), keras.layers.Dense(2)])
+    assert learners.MAMLPlusPlus(frozen, training_steps=30).batch_norm_steps == []
 
 
 @pytest.mark.parametrize("name", ["maml", "imaml", "reptile"])
@@ -329,3 +367,32 @@ def test_reptile_inner_optimizer_survives_saving(tmp_path):
     config = reloaded.inner_optimizer.get_config()
     assert type(reloaded.inner_optimizer).__name__ == "SGD"
     assert (config["learning_rate"], config["momentum"]) == pytest.approx((0.3, 0.5))
+
+
+def tensor_peak_mb(learner, inputs, labels):
+    """The peak of TensorFlow's CPU tensor memory during one (already traced) training step, in MiB."""
+    learner.train_on_batch(inputs, labels)
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    learner.train_on_batch(inputs, labels)
+    return tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2**20
+
+
+def test_recomputed_inner_steps_keep_memory_flat_as_the_steps_grow():
+    """Second-order MAML keeps every inner step's activations; recomputing them keeps one step's at a time."""
+    model = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+                              keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(5)])
+    rng = np.random.default_rng(0)
+    inputs = {"support_x": rng.random((2, 25, 16, 16, 1), np.float32),
+              "support_y": np.tile(np.repeat(np.arange(5, dtype=np.int32), 5), (2, 1)),
+              "query_x": rng.random((2, 5, 16, 16, 1), np.float32)}
+    labels = np.tile(np.arange(5, dtype=np.int32), (2, 1))
+    peaks = {}
+    for recompute in (False, True):
+        for steps in (1, 8):
+            learner = learners.MAML(model, inner_learning_rate=0.01, inner_steps=steps,
+                                    recompute_inner_steps=recompute)
+            learner.compile(optimizer=keras.optimizers.SGD(0.0), loss=CE)
+            peaks[recompute, steps] = tensor_peak_mb(learner, inputs, labels)
+    assert peaks[False, 8] > 2.5 * peaks[False, 1]  # the growth that recomputation removes
+    assert peaks[True, 8] < 1.5 * peaks[False, 1], peaks  # (the order the ops run in moves it by ~1 MiB)

@@ -311,6 +311,10 @@ def test_clear_errors_name_the_layer_or_the_remedy():
     learner = keras_meta.learners.MAML(softmax_head)
     with pytest.raises(lite.LiteConversionError, match="layer 'probs'"):
         lite.export_on_device_learner(learner)
+    per_step = keras_meta.learners.MAMLPlusPlus(keras_meta.models.mlp((4,), num_outputs=3), inner_steps=2)
+    per_step.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with pytest.raises(lite.LiteConversionError, match="per-step ones"):
+        lite.export_on_device_learner(per_step)
 
 
 def test_deploying_page_code_blocks_run(tmp_path, monkeypatch):

@@ -56,7 +56,7 @@ def test_another_runs_folder_is_not_overwritten(tmp_path):
 @pytest.mark.parametrize("config, every, message", [
     ([1], None, "`config` must be a dict"),
     ({"f": object()}, None, "`config` must hold JSON values"),
-    ({}, 0, "`checkpoint_every` must be a positive number of steps"),
+    ({}, 0, "`checkpoint_every` must be a positive integer number of steps"),
 ])
 def test_bad_arguments_raise(tmp_path, config, every, message):
     with pytest.raises(ValueError, match=message):

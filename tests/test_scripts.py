@@ -76,6 +76,9 @@ def test_omniglot_benchmark_rejects_metric_learner_flags_for_gradient_learners()
     result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/omniglot.py"), "--algo", "maml",
                              "--parallel-tasks", "0"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 2 and "--parallel-tasks and --intra-op-threads must be at least 1" in result.stderr
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/omniglot.py"), "--algo", "fomaml",
+                             "--recompute-inner-steps"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and "--recompute-inner-steps is for maml" in result.stderr
 
 
 def test_omniglot_benchmark_sets_the_matching_cosine_scale(tmp_path):
@@ -97,7 +100,8 @@ def test_sine_benchmark_prints_the_mse_after_1_5_10_steps():
 
 def test_omniglot_benchmark_runs_gradient_based_learners(tmp_path):
     maml_options = ["--multi-step-loss", "--parallel-tasks", "2", "--intra-op-threads", "1"]
-    for algo, options in (("maml", maml_options), ("reptile", []), ("imaml", ["--meta-batch", "2"])):
+    for algo, options in (("maml", maml_options), ("reptile", []), ("imaml", ["--meta-batch", "2"]),
+                          ("mamlpp", ["--inner-steps", "2", "--recompute-inner-steps", "--meta-batch", "2"])):
         save = str(tmp_path / f"{algo}.keras")
         results = last_json_line(run_script("benchmarks/omniglot.py", "--algo", algo, "--steps", "2", *options,
                                             "--eval-episodes", "4", "--eval-inner-steps", "1", "--save", save,
@@ -109,6 +113,9 @@ def test_omniglot_benchmark_runs_gradient_based_learners(tmp_path):
             assert reloaded.multi_step_loss and reloaded.parallel_tasks == 2
         if algo == "imaml":
             assert (reloaded.regularization, reloaded.cg_steps) == (2.0, 5)
+        if algo == "mamlpp":  # the schedules follow --steps
+            assert type(reloaded).__name__ == "MAMLPlusPlus" and reloaded.recompute_inner_steps
+            assert (reloaded.training_steps, reloaded.inner_steps, reloaded.per_step_batch_norm) == (2, 2, True)
 
 
 def import_throughput():
@@ -170,6 +177,25 @@ def test_throughput_benchmark_alternates_repeats_and_reports_medians(monkeypatch
     assert (results["maml_k1_import_anon_mb"], results["maml_k1_tensors_peak_mb"]) == (210, 100)
 
 
+def test_throughput_benchmark_runs_no_peer_for_recomputed_steps_and_reports_their_memory(monkeypatch):
+    throughput = import_throughput()
+    calls = []
+
+    def fake_ours(name, args, *extra, onednn=True, package=None):
+        calls.append(name)
+        return {"per_s": 1.0, "peak_rss_mb": 900.0, "peak_anon_mb": 500.0, "warmup_seconds": 1.0,
+                "import_anon_mb": 210.0, "import_file_mb": 310.0, "tensors_peak_mb": 60.0, "onednn": True}
+
+    monkeypatch.setattr(throughput, "run_ours", fake_ours)
+    monkeypatch.setattr(throughput, "run_peer", lambda *a: pytest.fail("learn2learn has no recomputed inner steps"))
+    args = argparse.Namespace(repeats=2, jit_compile=False, onednn_off=False, peer="python", iters=1, baseline=None)
+    results = throughput.measure_workload("maml_k10_recompute", args)
+    assert calls == ["maml_k10_recompute"] * 2 and "maml_k10_recompute_vs_learn2learn" not in results
+    ratio = throughput.with_recompute_ratio(dict(results, maml_k1_tensors_peak_mb=40))
+    assert ratio["maml_k10_recompute_tensors_peak_vs_maml_k1"] == 1.5
+    assert "maml_k10_recompute_tensors_peak_vs_maml_k1" not in throughput.with_recompute_ratio(results)
+
+
 def test_throughput_benchmark_compares_with_a_baseline_checkout(monkeypatch, tmp_path):
     throughput = import_throughput()
     calls, speeds = [], iter([2.0, 1.0, 3.0, 3.0, 1.0, 2.0])
@@ -218,21 +244,49 @@ def test_throughput_benchmark_rejects_bad_repeats_and_workloads():
     assert result.returncode == 2 and "--warmup and --iters must be at least 1" in result.stderr
 
 
+def check_run_folder(run_dir, results=(), figures=(), files=()):
+    """The run folder of an example: config.json, history.csv with a row per epoch, tensorboard/, results.json with
+    `results` among its keys, and non-empty `figures` (PNG) and `files`; returns the settings in config.json."""
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["versions"]["keras_meta"] == keras_meta.__version__
+    assert config["settings"]["output_dir"] == str(run_dir)
+    rows = (run_dir / "history.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("epoch,") and "loss" in rows[0].split(",") and len(rows) >= 2
+    assert any(names for _, _, names in os.walk(run_dir / "tensorboard"))
+    assert set(results) <= set(json.loads((run_dir / "results.json").read_text()))
+    for name in [f"{figure}.png" for figure in figures] + list(files):
+        assert (run_dir / name).stat().st_size > 0, name
+    return config["settings"]
+
+
 def test_sine_example_writes_a_plot(tmp_path):
-    out = run_script("examples/sine_maml.py", "--output-dir", str(tmp_path), "--steps", "20")
+    out = run_script("examples/sine_maml.py", "--output-dir", str(tmp_path), "--steps", "20",
+                     "--checkpoint-every", "10")
     assert (tmp_path / "adapted_curves.png").stat().st_size > 10000
     assert str(tmp_path / "adapted_curves.png") in out
-    assert {"mse_0step", "mse_1step", "mse_10step"} <= set(json.loads((tmp_path / "results.json").read_text()))
+    settings = check_run_folder(tmp_path, results=("mse_0step", "mse_1step", "mse_10step", "train_seconds"),
+                                figures=("history", "adapted_curves"), files=("maml_sine.keras",))
+    assert (settings["steps"], settings["checkpoint_every"]) == (20, 10)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["epoch001_batch00010.keras", "epoch001_batch00020.keras"]
 
 
 def test_omniglot_maml_and_reptile_examples_run(tmp_path):
-    run_script("examples/omniglot_maml.py", "--algo", "anil", "--output-dir", str(tmp_path / "anil"), "--steps", "2",
-               "--episodes", "4")
-    classifier = keras.saving.load_model(str(tmp_path / "anil" / "adapted_5way_classifier.keras"))
+    run_script("examples/omniglot_maml.py", "--algo", "mamlpp", "--recompute-inner-steps", "--output-dir",
+               str(tmp_path / "mamlpp"), "--steps", "2", "--episodes", "2", "--checkpoint-every", "1")
+    classifier = keras.saving.load_model(str(tmp_path / "mamlpp" / "adapted_5way_classifier.keras"))
     assert classifier.predict(np.zeros((2, 28, 28, 1), "float32"), verbose=0).shape == (2, 5)
+    settings = check_run_folder(tmp_path / "mamlpp", ("algo", "acc_5w1s", "ci95_5w1s", "adapted_classifier_accuracy"),
+                                figures=("history", "adaptation", "parameter_change"), files=("mamlpp.keras",))
+    assert (settings["algo"], settings["steps"], settings["recompute_inner_steps"]) == ("mamlpp", 2, True)
+    assert sorted(os.listdir(tmp_path / "mamlpp" / "checkpoints")) == ["epoch001_batch00001.keras",
+                                                                       "epoch001_batch00002.keras"]
+    learner = keras.saving.load_model(str(tmp_path / "mamlpp" / "mamlpp.keras"))
+    assert (type(learner).__name__, learner.recompute_inner_steps, learner.inner_steps) == ("MAMLPlusPlus", True, 3)
     run_script("examples/omniglot_reptile.py", "--output-dir", str(tmp_path / "reptile"), "--steps", "2",
-               "--episodes", "4")
+               "--episodes", "2")
     assert 0.0 <= json.loads((tmp_path / "reptile" / "results.json").read_text())["acc_5w1s"] <= 1.0
+    check_run_folder(tmp_path / "reptile", ("algo", "acc_5w1s", "ci95_5w1s", "train_seconds"),
+                     figures=("history", "adaptation", "parameter_change"), files=("reptile.keras",))
 
 
 def test_gru_next_item_example_reports_ranking_metrics(tmp_path):
@@ -255,7 +309,9 @@ def test_gru_next_item_example_reports_ranking_metrics(tmp_path):
     for line in ("baseline, 0 steps", "baseline, 3 steps", "MAML, 0 steps", "MAML, 3 steps"):
         assert line in out
     assert json.loads((tmp_path / "results.json").read_text()) == results
-    assert (tmp_path / "comparison.png").stat().st_size > 0
+    settings = check_run_folder(tmp_path, figures=("history", "adaptation", "comparison"), files=("maml_gru.keras",))
+    assert (settings["steps"], settings["users"]) == (100, 30)
+    assert "mrr" in (tmp_path / "history.csv").read_text().splitlines()[0].split(",")
 
 
 def test_metric_learners_example_trains_adapts_and_saves(tmp_path):
@@ -266,6 +322,9 @@ def test_metric_learners_example_trains_adapts_and_saves(tmp_path):
     classifier = keras.saving.load_model(str(tmp_path / "adapted_5way_classifier.keras"))  # standard layers only
     assert classifier.predict(np.zeros((2, 28, 28, 1), "float32"), verbose=0).shape == (2, 5)
     assert keras.saving.load_model(str(tmp_path / "metanet.keras")).ways == 20
+    settings = check_run_folder(tmp_path, ("learner", "acc_5w1s", "ci95_20w1s", "train_seconds"),
+                                figures=("history", "embeddings", "accuracy_vs_shots"))
+    assert (settings["learner"], settings["steps"]) == ("metanet", 2)
 
 
 def test_metric_learners_example_gives_r2d2_the_wide_embedding(tmp_path):
@@ -274,6 +333,7 @@ def test_metric_learners_example_gives_r2d2_the_wide_embedding(tmp_path):
     assert keras.saving.load_model(str(tmp_path / "r2d2.keras")).embedding_size == 576
     classifier = keras.saving.load_model(str(tmp_path / "adapted_5way_classifier.keras"))
     assert classifier.predict(np.zeros((2, 28, 28, 1), "float32"), verbose=0).shape == (2, 5)
+    check_run_folder(tmp_path, ("learner", "acc_5w1s"), figures=("history", "embeddings", "accuracy_vs_shots"))
 
 
 def test_comparison_script_runs_missing_learners_and_writes_the_table(tmp_path):
@@ -342,7 +402,7 @@ def test_distributed_benchmark_stops_the_other_worker_when_one_fails():
 
 
 def test_distributed_maml_example_trains_the_same_on_one_and_two_replicas(tmp_path):
-    common = ["--steps", "2", "--episodes", "4", "--batch-size", "4"]
+    common = ["--steps", "2", "--episodes", "4", "--batch-size", "4", "--checkpoint-every", "2"]
     run_script("examples/distributed_maml.py", "--output-dir", str(tmp_path / "one"), *common)
     out = run_script("examples/distributed_maml.py", "--output-dir", str(tmp_path / "two"), "--cpu-replicas", "2",
                      *common)
@@ -357,10 +417,24 @@ def test_distributed_maml_example_trains_the_same_on_one_and_two_replicas(tmp_pa
     for run in ("one", "two"):
         assert not (tmp_path / run / "backup").exists()  # deleted once training completed
         assert keras.saving.load_model(str(tmp_path / run / "maml.keras")).inner_learning_rate == 0.4
+        settings = check_run_folder(tmp_path / run, ("strategy", "acc_5w1s", "final_train_loss"), figures=("history",))
+        assert settings["cpu_replicas"] == (2 if run == "two" else 1)
+        assert os.listdir(tmp_path / run / "checkpoints") == ["epoch001_batch00002.keras"]
     result = subprocess.run([sys.executable, os.path.join(ROOT, "examples/distributed_maml.py"), "--cpu-replicas",
                              "2", "--batch-size", "3", "--output-dir", str(tmp_path / "bad")],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 2 and "--batch-size (3) must be a multiple of the 2 replicas" in result.stderr
+
+
+def test_tflite_example_writes_a_run_folder(tmp_path):
+    run_script("examples/tflite_few_shot.py", "--output-dir", str(tmp_path), "--steps", "3", "--filters", "8",
+               "--episodes", "2", "--checkpoint-every", "3")
+    settings = check_run_folder(tmp_path, ("max_logit_diff_vs_keras", "size_bytes", "size_bytes_int8",
+                                           "size_bytes_adapted", "device_accuracy_5w1s"),
+                                files=("adapted_5way.tflite", "prototype_classifier.tflite",
+                                       "prototype_classifier_int8.tflite"))
+    assert (settings["filters"], settings["steps"]) == (8, 3)
+    assert os.listdir(tmp_path / "checkpoints") == ["epoch001_batch00003.keras"]
 
 
 def test_xla_benchmark_prints_tasks_per_second_with_and_without_xla():

@@ -5,7 +5,8 @@ condition holds; otherwise, eagerly, it raises `ValueError` at once and, in a
 graph (a `tf.data` map, a learner's step), it fails the step with the message
 wrapped in markers that `error_message` finds again in TensorFlow's
 `InvalidArgumentError`. `task_labels_checked` checks the labels of each task
-a `TaskDistribution` draws.
+a `TaskDistribution` draws; `integer_argument` checks the integer arguments of
+every public function and class, eagerly.
 
 Example:
 
@@ -39,6 +40,18 @@ def require(condition, template, values, checked):
     message = tf.strings.format(_OPEN + template + _CLOSE, values(), summarize=-1)
     with tf.control_dependencies([tf.debugging.Assert(condition, [message])]):
         return tf.identity(checked)
+
+
+def integer_argument(name, value, minimum=1, unit=""):
+    """`value` as an `int`, checked before anything runs: an integer (not a bool) of at least `minimum`.
+
+    The `ValueError` names the argument: "`ways` must be a positive integer,
+    got 0." `unit` ends the description (" number of inner steps").
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+        raise ValueError(f"`{name}` must be {kind}{unit}, got {value!r}.")
+    return int(value)
 
 
 def shown(value):

@@ -33,7 +33,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_meta.data import sources
-from keras_meta.data.tasks import QUERY_X, SUPPORT_X, SUPPORT_Y, TaskDistribution, _check_positive_int
+from keras_meta.data.checks import integer_argument
+from keras_meta.data.episode_format import PADDING_LABEL, QUERY_X, SUPPORT_X, SUPPORT_Y
+from keras_meta.data.tasks import TaskDistribution
 
 _ROTATIONS = (0, 90, 180, 270)
 
@@ -43,11 +45,11 @@ def _size_range(name, value):
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"`{name}` must be an int or a (min, max) pair, got {value!r}.")
-        low, high = (_check_positive_int(name, v) for v in value)
+        low, high = (integer_argument(name, v) for v in value)
         if low > high:
             raise ValueError(f"`{name}`=({low}, {high}): min must not exceed max.")
         return low, high
-    value = _check_positive_int(name, value)
+    value = integer_argument(name, value)
     return value, value
 
 
@@ -79,7 +81,7 @@ class EpisodeSampler(TaskDistribution):
         x, y = sources.check_examples(x, y)
         self.min_ways, self.max_ways = _size_range("ways", ways)
         self.min_shots, self.max_shots = _size_range("shots", shots)
-        self.queries = _check_positive_int("queries", queries)
+        self.queries = integer_argument("queries", queries)
         self.rotations = self._check_rotations(rotations, x.shape)
         self.flips = self._check_flips(flips, x.shape)
         self.classes = self._select_classes(y, classes)
@@ -158,7 +160,7 @@ class EpisodeSampler(TaskDistribution):
         shots = tf.random.stateless_uniform([n_max], seeds[3], self.min_shots, self.max_shots + 1, tf.int32)
         active = labels < ways
         support_slot = (tf.range(k_max)[None, :] < shots[:, None]) & active[:, None]
-        support_y = tf.where(support_slot, labels[:, None], -1)
+        support_y = tf.where(support_slot, labels[:, None], PADDING_LABEL)
         query_y = tf.broadcast_to(tf.where(active, labels, 0)[:, None], [n_max, q])
         query_w = tf.broadcast_to(tf.cast(active, tf.float32)[:, None], [n_max, q])
 

@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
-from keras_meta.data.tasks import _check_positive_int
+from keras_meta.data.checks import integer_argument
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 _TF_MESSAGE = re.compile(r"^\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*$", re.S)
@@ -66,8 +66,8 @@ def arrays_from_dataset(dataset, batch_size=1024, max_examples=1_000_000):
             f"Expected a `tf.data.Dataset` of `(x, y)` pairs, got {type(dataset).__name__}. For arrays, "
             "use `EpisodeSampler(x, y, ...)`."
         )
-    batch_size = _check_positive_int("batch_size", batch_size)
-    max_examples = _check_positive_int("max_examples", max_examples)
+    batch_size = integer_argument("batch_size", batch_size)
+    max_examples = integer_argument("max_examples", max_examples)
     spec = dataset.element_spec
     if not isinstance(spec, tuple) or len(spec) != 2:
         raise ValueError(

@@ -17,15 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_meta.data import checks
-
-# The keys of an episode's inputs: support examples and labels, query examples (the targets are the query labels).
-SUPPORT_X, SUPPORT_Y, QUERY_X = "support_x", "support_y", "query_x"
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    return int(value)
+from keras_meta.data.episode_format import SUPPORT_Y
 
 
 def _check_seed(seed):
@@ -75,14 +67,14 @@ class TaskDistribution:
         with which a learner's `fit` gives each replica and worker its own
         tasks and resumes where a restored run stopped.
         """
-        batch_size = _check_positive_int("batch_size", batch_size)
+        batch_size = checks.integer_argument("batch_size", batch_size)
         base_seed = self.seed if seed is None else _check_seed(seed)
         if num_episodes is None:
             stream = EpisodeStream(self, batch_size, base_seed)
             dataset = stream.dataset()
             dataset.episode_stream = stream
             return dataset
-        indices = tf.data.Dataset.range(_check_positive_int("num_episodes", num_episodes))
+        indices = tf.data.Dataset.range(checks.integer_argument("num_episodes", num_episodes))
         tasks = indices.map(self.task_drawer(base_seed), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return tasks.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
@@ -124,8 +116,8 @@ class EpisodeStream:
 
     def dataset(self, start=0, pipeline=0, num_pipelines=1, per_replica_batch_size=None):
         """This pipeline's part of the stream from global batch `start`, batched per replica."""
-        start = _check_non_negative_int("start", start)
-        num_pipelines = _check_positive_int("num_pipelines", num_pipelines)
+        start = checks.integer_argument("start", start, minimum=0)
+        num_pipelines = checks.integer_argument("num_pipelines", num_pipelines)
         if isinstance(pipeline, bool) or not isinstance(pipeline, (int, np.integer)) \
                 or not 0 <= pipeline < num_pipelines:
             raise ValueError(f"`pipeline` must be an integer in 0..{num_pipelines - 1}, got {pipeline!r}.")
@@ -135,7 +127,7 @@ class EpisodeStream:
                 "use a batch size that is a multiple of the number of replicas."
             )
         share = self.batch_size // num_pipelines
-        per_replica = share if per_replica_batch_size is None else _check_positive_int(
+        per_replica = share if per_replica_batch_size is None else checks.integer_argument(
             "per_replica_batch_size", per_replica_batch_size)
         if share % per_replica:
             raise ValueError(f"A worker's {share} tasks per batch cannot be split into batches of {per_replica}.")
@@ -166,8 +158,3 @@ class EpisodeStream:
 
         return strategy.distribute_datasets_from_function(worker_dataset)
 
-
-def _check_non_negative_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}.")
-    return int(value)

@@ -17,8 +17,9 @@ import math
 
 import tensorflow as tf
 
-from keras_meta.data.episodes import QUERY_X, SUPPORT_X, SUPPORT_Y
-from keras_meta.data.tasks import TaskDistribution, _check_positive_int
+from keras_meta.data.checks import integer_argument
+from keras_meta.data.episode_format import QUERY_X, SUPPORT_X, SUPPORT_Y
+from keras_meta.data.tasks import TaskDistribution
 
 
 def _check_range(name, value):
@@ -36,8 +37,8 @@ class SinusoidTasks(TaskDistribution):
     def __init__(self, shots=5, queries=10, amplitude_range=(0.1, 5.0), phase_range=(0.0, math.pi),
                  input_range=(-5.0, 5.0), seed=None):
         super().__init__(seed)
-        self.shots = _check_positive_int("shots", shots)
-        self.queries = _check_positive_int("queries", queries)
+        self.shots = integer_argument("shots", shots)
+        self.queries = integer_argument("queries", queries)
         self.amplitude_range = _check_range("amplitude_range", amplitude_range)
         self.phase_range = _check_range("phase_range", phase_range)
         self.input_range = _check_range("input_range", input_range)

@@ -9,6 +9,7 @@ from keras_meta.learners.guard import NonFiniteError
 from keras_meta.learners.imaml import iMAML
 from keras_meta.learners.learnable_optimizer import LearnableOptimizer
 from keras_meta.learners.maml import MAML
+from keras_meta.learners.maml_plus_plus import MAMLPlusPlus
 from keras_meta.learners.matching import AttentionLSTMEmbedding, MatchingNetwork
 from keras_meta.learners.meta_network import MetaNetwork
 from keras_meta.learners.meta_sgd import MetaSGD
@@ -24,6 +25,7 @@ __all__ = [
     "GradientMetaLearner",
     "LearnableOptimizer",
     "MAML",
+    "MAMLPlusPlus",
     "MatchingNetwork",
     "MetaLearner",
     "MetaNetwork",

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_meta.data import checks
-from keras_meta.data.episodes import QUERY_X, SUPPORT_X, SUPPORT_Y
+from keras_meta.data.episode_format import QUERY_X, SUPPORT_X, SUPPORT_Y
 from keras_meta.learners import guard, inner_loop
 from keras_meta.ops.xla import in_xla_context
 
@@ -155,27 +155,38 @@ def class_labels(support_y):
     return check_support_labels(support_y)
 
 
-def check_support_set(support_x, support_y):
-    """Validates one task's support set for `adapt`; returns arrays and `num_classes`."""
+def check_support_set(support_x, support_y, regression=False, every_class=True):
+    """Validates one task's support set for `adapt`; returns `(support_x, support_y, num_classes)`.
+
+    Class labels are integers `0..N-1` (with `every_class`, each present);
+    with `regression=True` float targets `[S, ...]` pass too, and
+    `num_classes` is then None.
+    """
     support_x, support_y = np.asarray(support_x), np.asarray(support_y)
-    if support_y.ndim != 1 or len(support_x) != len(support_y) or len(support_y) == 0:
-        raise ValueError(
-            f"`adapt` takes one task: support_x [S, ...] and support_y [S], got shapes "
-            f"{support_x.shape} and {support_y.shape}."
-        )
-    if not np.issubdtype(support_y.dtype, np.integer):
-        raise ValueError(f"`support_y` must hold integer class labels, got dtype {support_y.dtype}.")
-    if support_y.min() < 0:
-        raise ValueError(f"`support_y` must use labels 0..N-1, got {support_y.min()}; `adapt` takes no padding.")
-    num_classes = int(support_y.max()) + 1
-    missing = np.setdiff1d(np.arange(num_classes), support_y)
-    if missing.size:
-        raise ValueError(
-            f"`support_y` must use labels 0..N-1 with every class present; classes {missing.tolist()} "
-            f"have no example (labels seen: {np.unique(support_y).tolist()})."
-        )
-    if np.issubdtype(support_x.dtype, np.floating) and not np.all(np.isfinite(support_x)):
-        raise guard.NonFiniteError("`support_x` holds NaN or infinite values; `adapt` needs finite support data.")
+    integer = np.issubdtype(support_y.dtype, np.integer)
+    targets = regression and np.issubdtype(support_y.dtype, np.floating)
+    kinds = "integer class labels or [S, ...] float targets" if regression else "integer class labels"
+    if support_x.ndim == 0 or support_y.ndim == 0 or len(support_x) != len(support_y) or len(support_y) == 0 \
+            or (support_y.ndim != 1 and not targets):
+        raise ValueError(f"`adapt` takes one task: support_x [S, ...] and support_y [S] {kinds}; got shapes "
+                         f"{support_x.shape} and {support_y.shape}.")
+    if not (integer or targets):
+        raise ValueError(f"`support_y` must hold {kinds}, got dtype {support_y.dtype}.")
+    num_classes = None
+    if integer:
+        if support_y.min() < 0:
+            raise ValueError(f"`support_y` must hold class labels >= 0 (labels 0..N-1, got {support_y.min()}): "
+                             "`adapt` takes no padding.")
+        num_classes = int(support_y.max()) + 1
+        missing = np.setdiff1d(np.arange(num_classes), support_y)
+        if every_class and missing.size:
+            raise ValueError(
+                f"`support_y` must use labels 0..N-1 with every class present; classes {missing.tolist()} "
+                f"have no example (labels seen: {np.unique(support_y).tolist()})."
+            )
+    for name, values in (("support_x", support_x), ("support_y", support_y)):
+        if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+            raise guard.NonFiniteError(f"`{name}` holds NaN or infinite values; `adapt` needs finite support data.")
     return support_x, support_y, num_classes
 
 
@@ -349,7 +360,7 @@ class MetaLearner(keras.Model):
         return self._checked(super()._make_function(step_function), training)
 
     def make_predict_function(self, force=False):
-        function = super().make_predict_function(force)
+        super().make_predict_function(force)
         if not getattr(self.predict_function, "_checked", False):
             self.predict_function = self._checked(self.predict_function, training=False)
         return self.predict_function

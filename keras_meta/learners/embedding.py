@@ -11,10 +11,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_meta.data.episode_format import MASKED_LOGIT
 from keras_meta.learners.base import MetaLearner, class_labels, replicas, unpack_episode
 from keras_meta.ops.batch_norm import fused_batch_norm
-
-MASKED_LOGIT = -1e9
 
 
 def check_backbone(backbone):
@@ -28,13 +27,6 @@ def check_backbone(backbone):
             f"`backbone` must output embeddings [batch, D], but its output shape is {backbone.output_shape}; "
             "end it with a Flatten or pooling layer."
         )
-
-
-def copy_of(model):
-    """A fresh copy of a Keras model with the same weights (for `adapt` classifiers)."""
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 def cosine_attention(inputs, keys, scale, names=("unit_embedding", "support_similarity", "attention")):

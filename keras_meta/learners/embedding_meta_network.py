@@ -22,8 +22,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_meta.learners.base import check_support_set
-from keras_meta.learners.embedding import EmbeddingMetaLearner, copy_of, mask_absent_classes
+from keras_meta.learners.embedding import EmbeddingMetaLearner, mask_absent_classes
 from keras_meta.ops.distances import class_prototypes
+from keras_meta.ops.functional import clone_model
 from keras_meta.ops.xla import episode_num_classes
 
 
@@ -66,7 +67,7 @@ class EmbeddingMetaNetwork(EmbeddingMetaLearner):
         inputs = keras.Input(shape=support_x.shape[1:])
         projection = keras.layers.Dense(self.hidden_units, use_bias=False, name="query_projection")
         head = keras.layers.Dense(num_classes, use_bias=False, name="class_weights")
-        outputs = head(projection(copy_of(self.backbone)(inputs)))
+        outputs = head(projection(clone_model(self.backbone)(inputs)))
         projection.set_weights(self.query_projection.get_weights())
         head.set_weights([np.asarray(class_weights).T])
         return keras.Model(inputs, outputs, name="meta_network_classifier")

@@ -23,9 +23,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_meta.data.checks import integer_argument
 from keras_meta.learners import guard, inner_loop
-from keras_meta.learners.base import (MetaLearner, check_output_labels, check_support_labels, replicas,
-                                      unpack_episode)
+from keras_meta.learners.base import (MetaLearner, check_output_labels, check_support_labels, check_support_set,
+                                      replicas, unpack_episode)
+from keras_meta.ops import batch_norm
 from keras_meta.ops.functional import clone_model, functional_call
 
 
@@ -40,7 +42,7 @@ def check_model(model):
     return model
 
 
-def adapt_mask(model, adapt_layers):
+def adapted_variables_mask(model, adapt_layers):
     """One bool per trainable variable of `model`: does it adapt in the inner loop?
 
     `adapt_layers` is None (all), or layer names / layer objects of the model.
@@ -102,17 +104,15 @@ class GradientMetaLearner(MetaLearner):
         if not isinstance(episode_labels, (bool, np.bool_)):
             raise ValueError(f"`episode_labels` must be True or False, got {episode_labels!r}.")
         self.episode_labels = bool(episode_labels)
-        if isinstance(parallel_tasks, bool) or not isinstance(parallel_tasks, (int, np.integer)) or parallel_tasks < 1:
-            raise ValueError(f"`parallel_tasks` must be a positive integer, got {parallel_tasks!r}.")
-        self.parallel_tasks = int(parallel_tasks)
+        self.parallel_tasks = integer_argument("parallel_tasks", parallel_tasks)
         self.model = check_model(model)
-        self.inner_steps = self._check_steps("inner_steps", inner_steps)
+        self.inner_steps = integer_argument("inner_steps", inner_steps, minimum=0)
         self.eval_inner_steps = self.inner_steps if eval_inner_steps is None else eval_inner_steps
         self.adapt_layers = None if adapt_layers is None else [
             layer if isinstance(layer, str) else layer.name
             for layer in ([adapt_layers] if isinstance(adapt_layers, (str, keras.layers.Layer)) else adapt_layers)
         ]
-        self.adapt_mask = adapt_mask(model, self.adapt_layers)
+        self.adapt_mask = adapted_variables_mask(model, self.adapt_layers)
         self.inner_loss = None if inner_loss is None else keras.losses.get(inner_loss)
 
     @property
@@ -122,16 +122,15 @@ class GradientMetaLearner(MetaLearner):
 
     @eval_inner_steps.setter
     def eval_inner_steps(self, steps):
-        self._eval_inner_steps = self._check_steps("eval_inner_steps", steps)
+        self._eval_inner_steps = integer_argument("eval_inner_steps", steps, minimum=0)
         self.test_function = self.predict_function = None  # traced with the old number of steps
 
-    @staticmethod
-    def _check_steps(name, value):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}.")
-        return int(value)
-
-    # -- what a subclass defines ---------------------------------------------
+    # -- what a subclass defines (docs/writing_a_learner.md) -----------------
+    # Required: `adapt_task`. Optional hooks, with defaults below:
+    # `training_trajectory`, `trajectory_loss_weights`, `task_meta_gradients`,
+    # and `get_config` for the subclass's own arguments. Subclasses may call
+    # `task_loss`, `functional_query`, `meta_weights`, `model_state` and
+    # `resolved_inner_loss`; methods starting with `_` are the base's own.
 
     def adapt_task(self, weights, state, support_x, support_y, steps, training):
         """Adapted weights for one task (unbatched support set)."""
@@ -163,7 +162,7 @@ class GradientMetaLearner(MetaLearner):
     def model_state(self):
         return [tf.convert_to_tensor(v) for v in self.model.non_trainable_variables]
 
-    def map_tasks(self, fn, elems, signature):
+    def _map_tasks(self, fn, elems, signature):
         """`fn` over the tasks of a batch, one after the other (`parallel_tasks` at a time).
 
         One task at a time keeps memory at one task's activations, as when a
@@ -173,30 +172,30 @@ class GradientMetaLearner(MetaLearner):
         """
         return tf.map_fn(fn, elems, fn_output_signature=signature, parallel_iterations=self.parallel_tasks)
 
-    def prediction_spec(self):
+    def _prediction_spec(self):
         outputs = getattr(self.model, "outputs", None)
         return tf.TensorSpec(None, outputs[0].dtype if outputs else self.model.compute_dtype)
 
-    def state_spec(self):
+    def _state_spec(self):
         return [tf.TensorSpec(v.shape, v.dtype) for v in self.model.non_trainable_variables]
 
-    def adapt_and_predict(self, support_x, support_y, query_x, steps, training):
+    def _adapt_and_predict(self, support_x, support_y, query_x, steps, training):
         """Query predictions `[B, Q, ...]` and the wrapped model's new state, per task."""
         weights, state = self.meta_weights(), self.model_state()
 
         def one_task(task):
             task_support_x, task_support_y, task_query_x = task
-            with inner_loop.fused_batch_norm():
+            with batch_norm.fused_batch_norm():
                 adapted = self.adapt_task(weights, state, task_support_x, task_support_y, steps, training)
                 return self.functional_query(adapted, task_query_x, state)
 
-        return self.map_tasks(one_task, (support_x, support_y, query_x), (self.prediction_spec(), self.state_spec()))
+        return self._map_tasks(one_task, (support_x, support_y, query_x), (self._prediction_spec(), self._state_spec()))
 
     def functional_query(self, adapted, query_x, state):
         """`(predictions, new_state)` of the adapted weights on one task's query set (training mode)."""
         return functional_call(self.model, adapted, query_x, training=True, state=state, return_state=True)
 
-    def checked_episode(self, inputs):
+    def _checked_episode(self, inputs):
         """`(support_x, support_y, query_x)`, with class labels checked against the episode and the model."""
         support_x, support_y, query_x = unpack_episode(inputs)
         if support_y.dtype.is_integer:
@@ -210,11 +209,11 @@ class GradientMetaLearner(MetaLearner):
         return support_x, support_y, query_x
 
     def call(self, inputs, training=False):
-        support_x, support_y, query_x = self.checked_episode(inputs)
+        support_x, support_y, query_x = self._checked_episode(inputs)
         steps = self.inner_steps if training else self.eval_inner_steps
-        predictions, states = self.adapt_and_predict(support_x, support_y, query_x, steps, bool(training))
+        predictions, states = self._adapt_and_predict(support_x, support_y, query_x, steps, bool(training))
         if training:
-            self.track_query_statistics(states)
+            self._track_query_statistics(states)
         return predictions
 
     def compute_update(self, x, y, sample_weight):
@@ -223,17 +222,17 @@ class GradientMetaLearner(MetaLearner):
         Each task's meta-gradient is computed and reduced before the next task
         starts, so memory holds one task's graph, not the whole batch's.
         """
-        support_x, support_y, query_x = self.checked_episode(x)
+        support_x, support_y, query_x = self._checked_episode(x)
         weights = tf.ones(tf.shape(query_x)[:2]) if sample_weight is None else sample_weight
         variables = self.trainable_variables
 
         def one_task(task):
             return self.task_meta_gradients(*task)
 
-        signature = ([tf.TensorSpec(v.shape, v.dtype) for v in variables], self.prediction_spec(), self.state_spec())
-        gradients, predictions, states = self.map_tasks(one_task, (support_x, support_y, query_x, y, weights),
+        signature = ([tf.TensorSpec(v.shape, v.dtype) for v in variables], self._prediction_spec(), self._state_spec())
+        gradients, predictions, states = self._map_tasks(one_task, (support_x, support_y, query_x, y, weights),
                                                         signature)
-        self.track_query_statistics(states)
+        self._track_query_statistics(states)
         tasks = tf.cast(tf.shape(query_x)[0], tf.float32)
         context = tf.distribute.get_replica_context()
         if context is not None and replicas() > 1:  # replicas may hold unequal shares of a batch (or none)
@@ -252,30 +251,39 @@ class GradientMetaLearner(MetaLearner):
         with tf.GradientTape() as tape:
             loss, predictions, new_state = self.task_query_loss(support_x, support_y, query_x, query_y, query_weight)
             loss = loss * replicas()  # compute_loss divides by the replicas; train_step takes the mean itself
-        grads = tape.gradient(loss, self.trainable_variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        variables = self.trainable_variables
+        grads = tape.gradient(loss, variables)  # (ZERO for unconnected ones fails on Keras variables: str dtypes)
+        grads = [tf.zeros(v.shape, v.dtype) if g is None else g for g, v in zip(grads, variables)]
         return grads, predictions, new_state
 
     def task_query_loss(self, support_x, support_y, query_x, query_y, query_weight):
         """`(query loss, query predictions, new state)` of one task after `inner_steps` of adaptation.
 
         The loss is the mean of the compiled query losses of the weights that
-        `training_trajectory` returns (by default only the adapted ones); the
-        predictions and state are those of the last.
+        `training_trajectory` returns (by default only the adapted ones),
+        weighted by `trajectory_loss_weights`; the predictions and state are
+        those of the last.
         """
         state = self.model_state()
         losses = []
-        with inner_loop.fused_batch_norm():
+        with batch_norm.fused_batch_norm():
             for adapted in self.training_trajectory(self.meta_weights(), state, support_x, support_y):
                 predictions, new_state = self.functional_query(adapted, query_x, state)
                 losses.append(self.compute_loss(y=query_y[None], y_pred=predictions[None],
                                                 sample_weight=query_weight[None], training=True))
-        return tf.add_n(losses) / len(losses), predictions, new_state
+        weights = self.trajectory_loss_weights(len(losses))
+        total = tf.add_n([tf.cast(weight, loss.dtype) * loss for weight, loss in zip(weights, losses)])
+        return total, predictions, new_state
+
+    def trajectory_loss_weights(self, count):
+        """The weights (summing to 1) of the query losses of `training_trajectory`'s `count` weights: equal."""
+        return [1.0 / count] * count
 
     def training_trajectory(self, weights, state, support_x, support_y):
         """The adapted weights whose query losses make up the meta-loss: `[adapted after inner_steps]`."""
         return [self.adapt_task(weights, state, support_x, support_y, self.inner_steps, True)]
 
-    def track_query_statistics(self, states):
+    def _track_query_statistics(self, states):
         """Moves the wrapped model's non-trainable state to the tasks' query-pass values.
 
         Floating-point state (batch-norm moving statistics) becomes the mean
@@ -309,32 +317,15 @@ class GradientMetaLearner(MetaLearner):
         weights; its batch-normalisation moving statistics are the support
         set's (see the module docstring). It loads without keras-meta.
         """
-        support_x, support_y = self.check_task(support_x, support_y)
-        steps = self.eval_inner_steps if steps is None else self._check_steps("steps", steps)
-        adapted = self.adapt_one(tf.constant(support_x), tf.constant(support_y), steps)
-        return self.plain_model(adapted, support_x)
+        support_x, support_y, _ = check_support_set(support_x, support_y, regression=True, every_class=False)
+        steps = self.eval_inner_steps if steps is None else integer_argument("steps", steps, minimum=0)
+        adapted = self._adapted_weights(tf.constant(support_x), tf.constant(support_y), steps)
+        return self._plain_model(adapted, support_x)
 
-    def check_task(self, support_x, support_y):
-        """One task's support set: integer class labels (>= 0) or float regression targets."""
-        support_x, support_y = np.asarray(support_x), np.asarray(support_y)
-        integer = np.issubdtype(support_y.dtype, np.integer)
-        if (not integer and not np.issubdtype(support_y.dtype, np.floating)) or len(support_x) != len(support_y) \
-                or not len(support_y) or (integer and support_y.ndim != 1):
-            raise ValueError(
-                "`adapt` takes one task: support_x [S, ...] and support_y [S] integer labels or [S, ...] float "
-                f"targets; got shapes {support_x.shape} and {support_y.shape}, label dtype {support_y.dtype}."
-            )
-        if integer and support_y.min() < 0:
-            raise ValueError(f"`support_y` must hold class labels >= 0, got {support_y.min()}; `adapt` takes no padding.")
-        for name, values in (("support_x", support_x), ("support_y", support_y)):
-            if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
-                raise guard.NonFiniteError(f"`{name}` holds NaN or infinite values; `adapt` needs finite support data.")
-        return support_x, support_y
-
-    def adapt_one(self, support_x, support_y, steps):
+    def _adapted_weights(self, support_x, support_y, steps):
         @tf.function
         def run(sx, sy):
-            with inner_loop.fused_batch_norm():
+            with batch_norm.fused_batch_norm():
                 return self.adapt_task(self.meta_weights(), self.model_state(), sx, sy, steps, False)
 
         try:
@@ -344,19 +335,12 @@ class GradientMetaLearner(MetaLearner):
                 raise
             raise guard.NonFiniteError(inner_loop.NON_FINITE_INNER_LOSS + ".") from None
 
-    def plain_model(self, adapted, support_x):
+    def _plain_model(self, adapted, support_x):
         """A copy of the wrapped model with `adapted` weights and the support set's batch statistics."""
         model = clone_model(self.model, adapted)
-        batch_norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
-        momenta = [layer.momentum for layer in batch_norms]
-        for layer in batch_norms:
-            layer.momentum = 0.0  # the moving statistics become this batch's statistics
-        try:
+        with batch_norm.batch_statistics_become_moving(model):
             weights = [tf.convert_to_tensor(v) for v in model.trainable_variables]
             _, state = functional_call(model, weights, support_x, training=True, return_state=True)
-        finally:
-            for layer, momentum in zip(batch_norms, momenta):
-                layer.momentum = momentum
         for variable, value in zip(model.non_trainable_variables, state):
             variable.assign(value)
         return model

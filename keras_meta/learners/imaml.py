@@ -18,9 +18,11 @@ Example:
 import keras
 import tensorflow as tf
 
+from keras_meta.data.checks import integer_argument
 from keras_meta.learners import inner_loop
 from keras_meta.learners.base import positive_number
 from keras_meta.learners.gradient_based import GradientMetaLearner
+from keras_meta.ops import batch_norm
 
 
 @keras.saving.register_keras_serializable(package="keras_meta")
@@ -36,10 +38,16 @@ class iMAML(GradientMetaLearner):  # noqa: N801 (the method's name)
         cg_steps: conjugate-gradient iterations for the implicit gradient.
         inner_loss: the support-set loss (default: the compiled loss); the
             query loss of the implicit gradient is the same loss.
+
+    Every weight adapts: `adapt_layers` is refused.
     """
 
     def __init__(self, model, inner_learning_rate=0.01, inner_steps=10, eval_inner_steps=None, regularization=1.0,
                  cg_steps=5, inner_loss=None, **kwargs):
+        if kwargs.get("adapt_layers") is not None:
+            raise ValueError("iMAML adapts every weight (its implicit meta-gradient is that of a solution over all "
+                             "weights), so it takes no `adapt_layers`. To adapt only some layers use `MAML` or "
+                             "`ANIL`, whose `adapt_layers` is differentiated through.")
         super().__init__(model, inner_steps=inner_steps, eval_inner_steps=eval_inner_steps, inner_loss=inner_loss,
                          **kwargs)
         if not regularization > 0:
@@ -48,7 +56,7 @@ class iMAML(GradientMetaLearner):  # noqa: N801 (the method's name)
             "inner_learning_rate", inner_learning_rate,
             "0 never adapts and a negative rate climbs the support loss")
         self.regularization = float(regularization)
-        self.cg_steps = self._check_steps("cg_steps", cg_steps)
+        self.cg_steps = integer_argument("cg_steps", cg_steps, minimum=0)
         if self.cg_steps == 0:
             raise ValueError("`cg_steps` must be at least 1: with 0 conjugate-gradient iterations the implicit "
                              "meta-gradient is zero and training changes nothing.")
@@ -77,7 +85,7 @@ class iMAML(GradientMetaLearner):  # noqa: N801 (the method's name)
     def task_meta_gradients(self, support_x, support_y, query_x, query_y, query_weight):
         """iMAML's meta-gradient of one task: the implicit gradient at the proximal solution."""
         weights, state = self.meta_weights(), self.model_state()
-        with inner_loop.fused_batch_norm():
+        with batch_norm.fused_batch_norm():
             adapted = self.adapt_task(weights, state, support_x, support_y, self.inner_steps, True)
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(adapted)

@@ -31,11 +31,14 @@ Example:
 True
 """
 
+import functools
+
 import keras
 import tensorflow as tf
 
-from keras_meta.ops.batch_norm import exact_batch_norm_moments, fused_batch_norm  # noqa: F401 (part of the core)
+from keras_meta.ops.batch_norm import within_same_batch_norm
 from keras_meta.ops.functional import functional_call
+from keras_meta.ops.recompute import recompute_gradient
 
 
 def example_weights(targets):
@@ -101,7 +104,8 @@ def clip_by_global_norm(grads, clipnorm):
 
 
 def gradient_descent(loss_fn, weights, steps, learning_rate=None, update_fn=None, adapt_mask=None,
-                     first_order=False, truncation=None, clipnorm=None, return_trajectory=False):
+                     first_order=False, truncation=None, clipnorm=None, return_trajectory=False, recompute=False,
+                     step_weights=None):
     """K steps of gradient descent on `loss_fn(weights)`; returns the adapted weights.
 
     Args:
@@ -109,15 +113,28 @@ def gradient_descent(loss_fn, weights, steps, learning_rate=None, update_fn=None
         weights: list of tensors (the starting point, usually the meta-weights).
         steps: number of inner steps (a Python int; 0 returns `weights`).
         learning_rate: a scalar step size, used when `update_fn` is None.
-        update_fn: `grads -> updates` for the adapted weights (in order), e.g.
-            a `LearnableOptimizer`; the new weights are `w + update`.
+        update_fn: `(grads, step) -> updates` for the adapted weights (in
+            order) at inner step `step` (from 0), e.g. a `LearnableOptimizer`;
+            the new weights are `w + update`.
         adapt_mask: one bool per weight; `False` keeps that weight fixed
             (ANIL adapts only the head). Default: all adapt.
-        first_order: do not differentiate through the adaptation.
+        first_order: do not differentiate through the adaptation's gradients:
+            the adapted weights pass the meta-gradient on to `weights` as the
+            identity, and to the update rule's own weights (learned rates)
+            through the updates.
         truncation: differentiate through the last `truncation` steps only.
         clipnorm: clip each step's gradients to this global norm.
         return_trajectory: return the list of weights after every step
             (`steps` lists; `[weights]` for 0 steps) instead of the last ones.
+        recompute: keep only the weights between the differentiated steps
+            and recompute each step's activations when back-propagating
+            through it (`keras_meta.ops.recompute_gradient`): the same meta-gradient, with
+            memory that grows by one copy of the weights per step instead of
+            one step's activations and gradients.
+        step_weights: `(weights, step) -> weights` for weights that do not
+            adapt but differ per step (MAML++'s per-step batch-norm scales):
+            the weights of inner step `step`'s forward pass, and, with
+            `step == steps`, those the adapted weights carry.
     """
     weights = list(weights)
     if adapt_mask is None:
@@ -127,44 +144,59 @@ def gradient_descent(loss_fn, weights, steps, learning_rate=None, update_fn=None
         if learning_rate is None:
             raise ValueError("Give `learning_rate` or `update_fn`.")
 
-        def update_fn(grads):
+        def update_fn(grads, step):
             return [-tf.cast(tf.convert_to_tensor(learning_rate, dtype_hint=g.dtype), g.dtype) * g for g in grads]
 
+    if step_weights is None:
+        def step_weights(weights, step):
+            return weights
+
     if steps == 0 or not adapted_ids:
-        return [weights] * max(steps, 1) if return_trajectory else weights
+        trajectory = [step_weights(weights, step + 1) for step in range(steps)] or [step_weights(weights, 0)]
+        return trajectory if return_trajectory else trajectory[-1]
     exact_steps = 0 if first_order else steps if truncation is None else min(int(truncation), steps)
     detached_steps = steps - exact_steps
 
-    current = [tf.stop_gradient(w) for w in weights] if detached_steps else list(weights)
-    trajectory = []
-    for step in range(steps):
-        if detached_steps and step == detached_steps:
-            current = reattach(weights, current)
+    def step(index, *current, first_order=False):
+        """The adapted weights after step `index` from `current` (all weights, so gradients reach the fixed ones).
+
+        First order: the step's gradient is a constant, so the adapted weights
+        depend on `current` as the identity and on the update rule's own
+        weights (learned rates) through `update_fn` alone.
+        """
+        current = list(current)
         params = [current[i] for i in adapted_ids]
+        at = [tf.stop_gradient(w) for w in current] if first_order else current
+        watched = [at[i] for i in adapted_ids]
         with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(params)
-            loss = loss_fn(current)
-        grads = dense_gradients(tape.gradient(loss, params), params)
-        if step < detached_steps:
+            tape.watch(watched)
+            loss = loss_fn(at)
+        grads = clip_by_global_norm(dense_gradients(tape.gradient(loss, watched), watched), clipnorm)
+        if first_order:
             grads = [tf.stop_gradient(g) for g in grads]
-        grads = clip_by_global_norm(grads, clipnorm)
-        for i, update in zip(adapted_ids, update_fn(grads)):
-            current[i] = current[i] + update
+        return [param + update for param, update in zip(params, update_fn(grads, index))]
+
+    current = list(weights)
+    trajectory = []
+    for index in range(steps):
+        current = step_weights(current, index)
+        if index < detached_steps:
+            adapted = step(index, *current, first_order=True)
+        elif recompute:
+            adapted = recompute_gradient(within_same_batch_norm(functools.partial(step, index)))(*current)
+        else:
+            adapted = step(index, *current)
+        for i, value in zip(adapted_ids, adapted):
+            current[i] = value
         if return_trajectory:
-            trajectory.append(reattach(weights, current) if step < detached_steps else list(current))
-    if detached_steps == steps:
-        current = reattach(weights, current)
+            trajectory.append(step_weights(list(current), index + 1))
+    current = step_weights(current, steps)
     return trajectory if return_trajectory else current
 
 
 def dense_gradients(grads, params):
     """Gradients as dense tensors: embedding lookups give `IndexedSlices`, unused weights `None`."""
     return [tf.zeros_like(p) if g is None else tf.convert_to_tensor(g) for g, p in zip(grads, params)]
-
-
-def reattach(start, adapted):
-    """Adapted values whose gradient passes to `start` as the identity (first-order)."""
-    return [s + tf.stop_gradient(a - s) for s, a in zip(start, adapted)]
 
 
 def dot(xs, ys):

@@ -4,7 +4,9 @@ The update of each adapted weight is `-learning_rate * gradient`, with learning
 rates that are Keras variables of the learner: the outer optimizer trains them
 together with the meta-weights, through the inner loop (Meta-SGD, Li et al.
 2017; meta-descent in the spirit of Sutton 1992). `granularity` chooses one
-rate per parameter, per weight tensor, or one for all.
+rate per parameter, per weight tensor, or one for all; `steps=K` gives each
+of the first K inner steps rates of its own (the per-layer, per-step rates of
+MAML++, Antoniou et al. 2019, with `granularity="tensor"`).
 
 Example:
 
@@ -19,6 +21,8 @@ Example:
 import keras
 import tensorflow as tf
 
+from keras_meta.data.checks import integer_argument
+
 GRANULARITIES = ("parameter", "tensor", "scalar")
 
 
@@ -30,16 +34,21 @@ class LearnableOptimizer(keras.layers.Layer):
         initial_learning_rate: the starting value of every rate.
         granularity: `"parameter"` (a rate for every scalar weight, Meta-SGD),
             `"tensor"` (one per weight tensor) or `"scalar"` (one in all).
+        steps: `None` (the same rates at every inner step) or K: rates of
+            their own for each of the first K inner steps; later steps (more
+            steps at evaluation than in training) use the last step's.
 
     Call `build_for(shapes)` with the shapes of the weights it updates, then
-    `optimizer(grads)` returns the updates `-rate * grad`, differentiable with
-    respect to the rates.
+    `optimizer(grads, step=step)` returns the updates `-rate * grad` of inner step
+    `step` (from 0), differentiable with respect to the rates.
     """
 
-    def __init__(self, initial_learning_rate=0.01, granularity="parameter", **kwargs):
+    def __init__(self, initial_learning_rate=0.01, granularity="parameter", steps=None, **kwargs):
         super().__init__(**kwargs)
         if granularity not in GRANULARITIES:
             raise ValueError(f"`granularity` must be one of {GRANULARITIES}, got {granularity!r}.")
+        self.steps = None if steps is None else integer_argument(
+            "steps", steps, unit=" (inner steps with rates of their own) or None")
         self.initial_learning_rate = float(initial_learning_rate)
         self.granularity = granularity
         self.learning_rates = []
@@ -49,13 +58,14 @@ class LearnableOptimizer(keras.layers.Layer):
         if self.built:
             return
         initializer = keras.initializers.Constant(self.initial_learning_rate)
+        per_step = () if self.steps is None else (self.steps,)
         if self.granularity == "scalar":
-            shared = self.add_weight(shape=(), initializer=initializer, name="learning_rate")
+            shared = self.add_weight(shape=per_step, initializer=initializer, name="learning_rate")
             self.learning_rates = [shared] * len(shapes)
         else:
             self.learning_rates = [
                 self.add_weight(
-                    shape=tuple(shape) if self.granularity == "parameter" else (),
+                    shape=per_step + (tuple(shape) if self.granularity == "parameter" else ()),
                     initializer=initializer,
                     name=f"learning_rate_{i}",
                 )
@@ -63,17 +73,20 @@ class LearnableOptimizer(keras.layers.Layer):
             ]
         self.built = True
 
-    def call(self, grads):
+    def call(self, grads, step=0):
         if len(grads) != len(self.learning_rates):
             raise ValueError(
                 f"Got {len(grads)} gradients but the optimizer was built for {len(self.learning_rates)} weights."
             )
-        return [-tf.cast(rate, g.dtype) * g for rate, g in zip(self.learning_rates, grads)]
+        rates = self.learning_rates
+        if self.steps is not None:
+            rates = [rate[min(step, self.steps - 1)] for rate in rates]
+        return [-tf.cast(rate, g.dtype) * g for rate, g in zip(rates, grads)]
 
-    def compute_output_spec(self, grads):
+    def compute_output_spec(self, grads, step=0):
         return grads
 
     def get_config(self):
         config = super().get_config()
-        config.update(initial_learning_rate=self.initial_learning_rate, granularity=self.granularity)
+        config.update(initial_learning_rate=self.initial_learning_rate, granularity=self.granularity, steps=self.steps)
         return config

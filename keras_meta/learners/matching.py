@@ -22,8 +22,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_meta.data.episode_format import MASKED_LOGIT
 from keras_meta.learners.base import check_support_set, positive_number
-from keras_meta.learners.embedding import EmbeddingMetaLearner, copy_of, cosine_attention
+from keras_meta.learners.embedding import EmbeddingMetaLearner, cosine_attention
+from keras_meta.ops.functional import clone_model
 from keras_meta.ops.matching import matching_log_probas
 from keras_meta.ops.xla import episode_num_classes
 
@@ -76,7 +78,7 @@ class AttentionLSTMEmbedding(keras.layers.Layer):
             _, (new_hidden, cell_state) = self.cell(flat_queries, [hidden + read, cell_state])
             hidden = new_hidden + flat_queries
             scores = tf.einsum("bqd,bsd->bqs", tf.reshape(hidden, shape), context)
-            scores = tf.where(context_mask[:, None, :], scores, tf.constant(-1e9, scores.dtype))
+            scores = tf.where(context_mask[:, None, :], scores, tf.constant(MASKED_LOGIT, scores.dtype))
             read = tf.reshape(tf.einsum("bqs,bsd->bqd", tf.nn.softmax(scores), context), [-1, self.units])
         output = tf.reshape(hidden, shape)
         return output[0] if fixed else output
@@ -155,7 +157,7 @@ class MatchingNetwork(EmbeddingMetaLearner):
             embeddings, _ = self.context_embeddings(tf.constant(embeddings), labels, tf.constant(embeddings))
         context = np.asarray(embeddings)[0]
         inputs = keras.Input(shape=support_x.shape[1:])
-        outputs = copy_of(self.backbone)(inputs)
+        outputs = clone_model(self.backbone)(inputs)
         if self.full_context_embeddings:
             query_encoder = AttentionLSTMEmbedding(self.embedding_size, self.processing_steps, context=context,
                                                    name="query_attention_lstm")

@@ -35,8 +35,10 @@ Example:
 import keras
 import tensorflow as tf
 
+from keras_meta.data.episode_format import MASKED_LOGIT
 from keras_meta.learners.base import check_support_set, positive_number
-from keras_meta.learners.embedding import EmbeddingMetaLearner, copy_of, cosine_attention, mask_absent_classes
+from keras_meta.learners.embedding import EmbeddingMetaLearner, cosine_attention, mask_absent_classes
+from keras_meta.ops.functional import clone_model
 from keras_meta.ops.xla import episode_num_classes, in_xla_context
 
 
@@ -110,7 +112,7 @@ class MetaNetwork(EmbeddingMetaLearner):
             logits = self.slow_output(hidden)
             tape.watch(logits)
             present = tf.reduce_sum(tf.one_hot(support_y, self.ways), axis=1) > 0  # the task's classes [B, ways]
-            masked = tf.where(present[:, None, :], logits, tf.constant(-1e9, logits.dtype))
+            masked = tf.where(present[:, None, :], logits, tf.constant(MASKED_LOGIT, logits.dtype))
             losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(support_y, 0), masked)
             losses = losses * tf.cast(support_y >= 0, losses.dtype)
         # Each example's loss depends on its own pre-activations only, so these are per-example gradients.
@@ -130,7 +132,7 @@ class MetaNetwork(EmbeddingMetaLearner):
         keys = tf.math.l2_normalize(self.key_layer(support_emb), -1, epsilon=1e-8)
         queries = tf.math.l2_normalize(self.key_layer(query_emb), -1, epsilon=1e-8)
         scores = self.attention_scale * tf.matmul(queries, keys, transpose_b=True)
-        scores = tf.where((support_y >= 0)[:, None, :], scores, tf.constant(-1e9, scores.dtype))
+        scores = tf.where((support_y >= 0)[:, None, :], scores, tf.constant(MASKED_LOGIT, scores.dtype))
         return tf.nn.softmax(scores)
 
     def call(self, inputs, training=False):
@@ -172,7 +174,7 @@ class MetaNetwork(EmbeddingMetaLearner):
         size, count, layers = self.embedding_size, len(support_y), keras.layers
 
         inputs = keras.Input(shape=support_x.shape[1:])
-        embedding = copy_of(self.backbone)(inputs)
+        embedding = clone_model(self.backbone)(inputs)
         attention = cosine_attention(copy_layer(self.key_layer, size)(embedding), keys, self.attention_scale,
                                      names=("unit_key", "memory_keys", "memory_attention"))
 

@@ -23,7 +23,9 @@ class MetaSGD(MAML):
     """
 
     def __init__(self, model, inner_learning_rate=0.1, granularity="parameter", **kwargs):
-        kwargs.pop("learn_inner_learning_rate", None)
+        if "learn_inner_learning_rate" in kwargs:
+            raise ValueError("MetaSGD always learns its inner learning rates; say how finely with `granularity` "
+                             "(\"parameter\", \"tensor\" or \"scalar\"), not `learn_inner_learning_rate`.")
         super().__init__(model, inner_learning_rate=inner_learning_rate, learn_inner_learning_rate=granularity,
                          **kwargs)
 

@@ -19,8 +19,9 @@ import keras
 import numpy as np
 
 from keras_meta.learners.base import check_support_set, positive_number
-from keras_meta.learners.embedding import EmbeddingMetaLearner, copy_of, mask_absent_classes
+from keras_meta.learners.embedding import EmbeddingMetaLearner, mask_absent_classes
 from keras_meta.ops import distances
+from keras_meta.ops.functional import clone_model
 from keras_meta.ops.xla import episode_num_classes
 
 
@@ -72,7 +73,7 @@ class PrototypicalNetwork(EmbeddingMetaLearner):
         embeddings = self.backbone.predict(support_x, verbose=0)
         prototypes, _ = distances.class_prototypes(embeddings, support_y, num_classes)
         prototypes = prototypes.numpy()
-        backbone = copy_of(self.backbone)
+        backbone = clone_model(self.backbone)
         inputs = keras.Input(shape=support_x.shape[1:])
         outputs = backbone(inputs)
         if self.distance == "euclidean":

@@ -25,7 +25,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_meta.learners.base import check_support_set
-from keras_meta.learners.embedding import EmbeddingMetaLearner, copy_of, mask_absent_classes
+from keras_meta.learners.embedding import EmbeddingMetaLearner, mask_absent_classes
+from keras_meta.ops.functional import clone_model
 from keras_meta.ops.ridge import ridge_regression
 from keras_meta.ops.xla import episode_num_classes
 
@@ -81,7 +82,7 @@ class R2D2(EmbeddingMetaLearner):
         weights = self.head_weights(embeddings[None], support_y[None], num_classes)[0]
         inputs = keras.Input(shape=support_x.shape[1:])
         head = keras.layers.Dense(num_classes, name="ridge_head")
-        outputs = head(copy_of(self.backbone)(inputs))
+        outputs = head(clone_model(self.backbone)(inputs))
         scale, bias = float(self.scale.numpy()), float(self.bias.numpy())
         head.set_weights([scale * weights.numpy(), np.full(num_classes, bias, "float32")])
         return keras.Model(inputs, outputs, name="ridge_classifier")

@@ -25,10 +25,12 @@ Example:
 import keras
 import tensorflow as tf
 
+from keras_meta.data.checks import integer_argument
 from keras_meta.learners import inner_loop
 from keras_meta.learners.base import positive_number
 from keras_meta.learners.gradient_based import GradientMetaLearner
 from keras_meta.learners.inner_optimizers import functional_optimizer
+from keras_meta.ops import batch_norm
 
 
 @keras.saving.register_keras_serializable(package="keras_meta")
@@ -55,7 +57,7 @@ class Reptile(GradientMetaLearner):
         if not isinstance(self._inner_update.learning_rate, keras.optimizers.schedules.LearningRateSchedule):
             positive_number("inner_optimizer's learning_rate", self._inner_update.learning_rate,
                             "0 never adapts and a negative rate climbs the support loss")
-        if GradientMetaLearner._check_steps("inner_steps", inner_steps) == 0:
+        if integer_argument("inner_steps", inner_steps, minimum=0) == 0:
             raise ValueError("Reptile's `inner_steps` must be at least 1: with 0 the adapted weights are the "
                              "meta-weights and training changes nothing.")
         super().__init__(model, inner_steps=inner_steps, eval_inner_steps=eval_inner_steps,
@@ -85,7 +87,7 @@ class Reptile(GradientMetaLearner):
     def task_meta_gradients(self, support_x, support_y, query_x, query_y, query_weight):
         """Reptile's meta-gradient of one task: `theta - phi`."""
         weights, state = self.meta_weights(), self.model_state()
-        with inner_loop.fused_batch_norm():
+        with batch_norm.fused_batch_norm():
             adapted = self.adapt_task(weights, state, support_x, support_y, self.inner_steps, True)
             predictions, new_state = self.functional_query(adapted, query_x, state)
         return [w - a for w, a in zip(weights, adapted)], predictions, new_state

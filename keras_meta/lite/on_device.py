@@ -65,9 +65,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_meta.data.checks import integer_argument
 from keras_meta.learners import inner_loop
 from keras_meta.lite import export
-from keras_meta.ops.batch_norm import exact_batch_norm_moments
+from keras_meta.ops.batch_norm import batch_statistics_become_moving, exact_batch_norm_moments
 
 ADAPT_LAYERS = ("head", "all")
 BATCH_NORM = ("support", "moving")
@@ -85,6 +86,12 @@ def check_learner(learner):
         raise export.LiteConversionError(
             "On-device adaptation takes a MAML, MetaSGD or ANIL learner (SGD steps with its inner learning "
             f"rates), got {type(learner).__name__}. Export `learner.adapt(...)` with `export_model` instead."
+        )
+    if getattr(learner.inner_optimizer, "steps", None) is not None or getattr(learner, "batch_norm_steps", None):
+        raise export.LiteConversionError(
+            f"On-device adaptation runs the same learning rates and batch-norm weights at every inner step; this "
+            f"{type(learner).__name__} has per-step ones (`per_step_inner_learning_rates` or `per_step_batch_norm`, "
+            "as MAMLPlusPlus). Export `learner.adapt(...)` with `export_model` instead."
         )
     loss = learner.inner_loss if learner.inner_loss is not None else getattr(learner, "loss", None)
     if loss is not None and not isinstance(loss, (dict, list, tuple)):
@@ -130,27 +137,6 @@ def head_layer(model):
 def cross_entropy(onehot, logits):
     """Mean softmax cross-entropy with builtin ops only."""
     return -tf.reduce_mean(tf.reduce_sum(onehot * tf.nn.log_softmax(logits), axis=-1))
-
-
-class _Moments:
-    """While tracing: exact batch-norm moments, and momentum 0 so new moving statistics are the batch's."""
-
-    def __init__(self, model, zero_momentum):
-        self.layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
-        self.zero_momentum = zero_momentum
-        self.exact = exact_batch_norm_moments()  # elementwise ops: TFLite builtins, unlike the fused op
-
-    def __enter__(self):
-        self.momenta = [layer.momentum for layer in self.layers]
-        if self.zero_momentum:
-            for layer in self.layers:
-                layer.momentum = 0.0
-        self.exact.__enter__()
-
-    def __exit__(self, *exc):
-        self.exact.__exit__(*exc)
-        for layer, momentum in zip(self.layers, self.momenta):
-            layer.momentum = momentum
 
 
 def clip(grads, clipnorm):
@@ -208,7 +194,7 @@ def on_device_archive(learner, adapt_layers="head", steps=None, support_size=Non
         raise ValueError(f"`adapt_layers` must be one of {ADAPT_LAYERS}, got {adapt_layers!r}.")
     if batch_norm not in BATCH_NORM:
         raise ValueError(f"`batch_norm` must be one of {BATCH_NORM}, got {batch_norm!r}.")
-    steps = learner.eval_inner_steps if steps is None else learner._check_steps("steps", steps)
+    steps = learner.eval_inner_steps if steps is None else integer_argument("steps", steps, minimum=0)
     model = learner.model
     (spec,) = export.input_specs(model)
     if adapt_layers == "head":
@@ -300,7 +286,7 @@ def _head_endpoints(learner, model, steps, batch_norm):
 
     def features(x, training):
         current = [tf.convert_to_tensor(s) for s in state] if support_stats else state0
-        with _Moments(body, zero_momentum=True):
+        with batch_statistics_become_moving(body), exact_batch_norm_moments():  # TFLite builtins
             return body.stateless_call([tf.convert_to_tensor(w) for w in body_weights], current, x,
                                        training=training)
 
@@ -354,7 +340,7 @@ def _all_endpoints(learner, model, steps, batch_norm):
     def adapt(support_x, support_y):
         values = {i: meta[i] for i in adapted}
         onehot = tf.one_hot(support_y, ways)
-        with _Moments(model, zero_momentum=True):
+        with batch_statistics_become_moving(model), exact_batch_norm_moments():  # TFLite builtins
             for _ in range(steps):
                 params = [values[i] for i in adapted]
                 with tf.GradientTape(watch_accessed_variables=False) as tape:

@@ -35,7 +35,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_meta.learners.embedding import MASKED_LOGIT
+from keras_meta.data.checks import integer_argument
+from keras_meta.data.episode_format import MASKED_LOGIT
 from keras_meta.lite import export
 from keras_meta.ops import distances
 
@@ -59,8 +60,12 @@ def backbone_of(learner_or_backbone):
     )
 
 
-def prototype_logits(embeddings, protos, distance, cosine_scale):
-    """The learner's logits `[n, P]`, written with elementwise differences (no `|q|^2 + |p|^2 - 2 q.p` cancellation)."""
+def elementwise_prototype_logits(embeddings, protos, distance, cosine_scale):
+    """`ops.prototype_logits` `[n, P]` written with elementwise differences for the converter.
+
+    No `|q|^2 + |p|^2 - 2 q.p` cancellation, whose round-off can swamp the
+    small differences between classes.
+    """
     if distance == "euclidean":
         return -tf.reduce_sum(tf.square(embeddings[:, None, :] - protos[None, :, :]), axis=-1)
     unit_q = embeddings * tf.math.rsqrt(tf.maximum(tf.reduce_sum(tf.square(embeddings), -1, keepdims=True), 1e-8))
@@ -72,8 +77,7 @@ def prototype_archive(backbone, distance="euclidean", cosine_scale=10.0, max_way
     """The `keras.export.ExportArchive` with the `embed`, `prototypes` and `classify` endpoints."""
     if distance not in distances.DISTANCES:
         raise ValueError(f"`distance` must be one of {distances.DISTANCES}, got {distance!r}.")
-    if not isinstance(max_ways, (int, np.integer)) or isinstance(max_ways, bool) or max_ways < 1:
-        raise ValueError(f"`max_ways` must be a positive integer, got {max_ways!r}.")
+    integer_argument("max_ways", max_ways)
     (spec,) = export.input_specs(backbone)
     example_shape = spec.shape[1:]
     dim = backbone.output_shape[-1]
@@ -91,7 +95,7 @@ def prototype_archive(backbone, distance="euclidean", cosine_scale=10.0, max_way
         return {"prototypes": sums / tf.maximum(counts, 1.0)[:, None], "counts": counts}
 
     def classify(x, protos, counts):
-        logits = prototype_logits(backbone(x, training=False), protos, distance, cosine_scale)
+        logits = elementwise_prototype_logits(backbone(x, training=False), protos, distance, cosine_scale)
         return {"logits": tf.where(counts[None, :] > 0, logits, tf.constant(MASKED_LOGIT, logits.dtype))}
 
     images = tf.TensorSpec([None, *example_shape], spec.dtype, name="x")

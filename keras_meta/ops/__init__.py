@@ -1,5 +1,5 @@
 """Few-shot math: distances, prototypes, matching attention, ridge regression, episode hardness,
-functional use of Keras models, and batch normalisation for meta-gradients."""
+functional use of Keras models, batch normalisation for meta-gradients, and gradient checkpointing."""
 
 from keras_meta.ops.batch_norm import exact_batch_norm_moments, fused_batch_norm
 from keras_meta.ops.distances import (
@@ -10,6 +10,7 @@ from keras_meta.ops.distances import (
 )
 from keras_meta.ops.hardness import hardness_metric
 from keras_meta.ops.matching import matching_log_probas, matching_loss
+from keras_meta.ops.recompute import recompute_gradient
 from keras_meta.ops.ridge import ridge_regression
 from keras_meta.ops.functional import (
     clone_model,
@@ -35,6 +36,7 @@ __all__ = [
     "pairwise_cosine_similarity",
     "pairwise_squared_euclidean",
     "prototype_logits",
+    "recompute_gradient",
     "ridge_regression",
     "update_weights",
 ]

@@ -13,7 +13,9 @@ the graph tracing) made in them:
   exactly; one op forward and one backward instead of the dozens of
   elementwise ops that differentiating the unfused formula twice gives.
 
-Values are Keras' own (up to float rounding); only gradients differ.
+Values are Keras' own (up to float rounding); only gradients differ. A
+context applies to the thread that enters it: meanwhile, other threads'
+BatchNormalization layers run Keras' own code.
 
 Example:
 
@@ -28,6 +30,7 @@ True
 """
 
 import contextlib
+import functools
 import threading
 
 import keras
@@ -38,7 +41,13 @@ _BATCH_NORM = keras.layers.BatchNormalization
 _KERAS_MOMENTS, _KERAS_CALL = _BATCH_NORM._moments, _BATCH_NORM.call
 _patch_lock = threading.Lock()
 _patch_depth = {"_moments": 0, "call": 0}
+_inside = threading.local()  # per thread: how deep this thread is in each context (`_moments`, `call`)
 _across_replicas = threading.local()  # per thread: MirroredStrategy traces each replica in a thread of its own
+
+
+def _in_context(name):
+    """True in a thread inside the context that patches `BatchNormalization.<name>`."""
+    return getattr(_inside, name, 0) > 0
 
 
 def _synchronizing():
@@ -50,6 +59,8 @@ def _synchronizing():
 
 
 def _exact_moments(layer, inputs, mask):
+    if not _in_context("_moments"):  # another thread's layer, called while this one is inside the context
+        return _KERAS_MOMENTS(layer, inputs, mask)
     if mask is None and _synchronizing():
         return kops.moments(inputs, layer._reduction_axes, synchronized=True)  # the global batch's moments
     if mask is not None or layer.synchronized:
@@ -69,6 +80,8 @@ def _fused_call(layer, inputs, training=None, mask=None):
     renormalised batch statistics, channels-first axes, float16/float64)
     goes to Keras' own call.
     """
+    if not _in_context("call"):  # another thread's layer, called while this one is inside the context
+        return _KERAS_CALL(layer, inputs, training=training, mask=mask)
     inputs = tf.convert_to_tensor(inputs)
     rank = inputs.shape.rank
     if (tf.executing_eagerly()  # graphs only: that is where the meta-gradients were checked
@@ -94,13 +107,20 @@ def _fused_call(layer, inputs, training=None, mask=None):
 
 @contextlib.contextmanager
 def _patched(name, replacement, keras_version):
-    """Sets `BatchNormalization.<name>` while any thread is inside (nested and concurrent use are safe)."""
+    """Sets `BatchNormalization.<name>` while any thread is inside, for the threads inside only.
+
+    The class attribute is shared by the process, so it stays replaced while
+    any thread is inside (nested and concurrent use are safe); `replacement`
+    falls back to Keras' own method in every thread that is not inside.
+    """
     with _patch_lock:
         _patch_depth[name] += 1
         setattr(_BATCH_NORM, name, replacement)
+    setattr(_inside, name, getattr(_inside, name, 0) + 1)
     try:
         yield
     finally:
+        setattr(_inside, name, getattr(_inside, name) - 1)
         with _patch_lock:
             _patch_depth[name] -= 1
             if not _patch_depth[name]:
@@ -152,3 +172,47 @@ def fused_batch_norm(across_replicas=False):
             yield
     finally:
         _across_replicas.on = previous
+
+
+def within_same_batch_norm(fn):
+    """`fn` wrapped to run in the batch-normalisation context active now, wherever it is called later.
+
+    For code that TensorFlow traces again outside the context it was written
+    in, such as a step recomputed by `tf.recompute_grad` during
+    back-propagation: the recomputation must be the same function.
+    """
+    if _in_context("call"):  # this thread's contexts, not another thread's
+        across_replicas = getattr(_across_replicas, "on", False)
+
+        def context():
+            return fused_batch_norm(across_replicas)
+    elif _in_context("_moments"):
+        context = exact_batch_norm_moments
+    else:
+        context = contextlib.nullcontext
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with context():
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+@contextlib.contextmanager
+def batch_statistics_become_moving(model):
+    """Within this context, a training-mode call sets `model`'s moving statistics to the batch's.
+
+    The momentum of `model`'s own BatchNormalization layers is 0 inside (and
+    restored after), so the call's batch statistics replace the moving ones:
+    how an adapted model keeps its support set's statistics.
+    """
+    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    try:
+        yield
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum

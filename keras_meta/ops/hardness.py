@@ -17,20 +17,19 @@ Example:
 (TensorShape([1]), True)
 """
 
+import keras
 import tensorflow as tf
 
-from keras_meta.data.episodes import QUERY_X, SUPPORT_X, SUPPORT_Y
+from keras_meta.data.episode_format import MASKED_LOGIT, QUERY_X, SUPPORT_X, SUPPORT_Y
 from keras_meta.ops.distances import class_prototypes, pairwise_cosine_similarity
 
 
 def _embedding_function(embedding_fn):
-    """A callable images -> embeddings: the function itself, or a learner's backbone."""
-    from keras_meta.learners.base import MetaLearner
-
+    """A callable images -> embeddings: the function itself, or the `backbone` of an object that has one."""
     backbone = getattr(embedding_fn, "backbone", None)
     if backbone is not None:
         return backbone
-    if isinstance(embedding_fn, MetaLearner):
+    if isinstance(embedding_fn, keras.Model) and hasattr(embedding_fn, "adapt"):  # a learner without a backbone
         raise ValueError(
             f"A {type(embedding_fn).__name__} has no embedding backbone; pass `embedding_fn`, a model that maps "
             "examples to embeddings (e.g. the wrapped model without its head)."
@@ -80,7 +79,7 @@ def hardness_metric(episode, embedding_fn, scale=1.0):
     num_classes = tf.reduce_max(support_y) + 1
     means, counts = class_prototypes(support, support_y, num_classes)
     logits = scale * pairwise_cosine_similarity(query, means)
-    logits = tf.where((counts > 0)[:, None, :], logits, -1e9)
+    logits = tf.where((counts > 0)[:, None, :], logits, MASKED_LOGIT)
     p_true = tf.gather(tf.nn.softmax(logits), tf.maximum(query_labels, 0), axis=-1, batch_dims=2)
     p_true = tf.clip_by_value(p_true, 1e-7, 1.0 - 1e-7)
     per_query = tf.math.log((1.0 - p_true) / p_true)

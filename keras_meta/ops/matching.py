@@ -16,9 +16,8 @@ Example:
 
 import tensorflow as tf
 
+from keras_meta.data.episode_format import MASKED_LOGIT
 from keras_meta.ops.distances import pairwise_cosine_similarity
-
-EMPTY_CLASS_LOG_PROBA = -1e9
 
 
 def matching_log_probas(query_embeddings, support_embeddings, support_labels, num_classes, scale=1.0):
@@ -27,7 +26,7 @@ def matching_log_probas(query_embeddings, support_embeddings, support_labels, nu
     `log p(c | q) = logsumexp_{i: y_i = c} s_qi - logsumexp_i s_qi` with
     `s_qi = scale * cos(q, support_i)`, computed stably. Support examples
     labelled -1 (padding) are ignored; a class with no support example gets
-    -1e9.
+    `MASKED_LOGIT` (-1e9).
     """
     similarity = scale * pairwise_cosine_similarity(query_embeddings, support_embeddings)  # [..., Q, S]
     support_labels = tf.convert_to_tensor(support_labels)
@@ -38,7 +37,7 @@ def matching_log_probas(query_embeddings, support_embeddings, support_labels, nu
     real = tf.broadcast_to((support_labels >= 0)[..., None, :], tf.shape(similarity))
     total = tf.reduce_logsumexp(tf.where(real, similarity, tf.constant(-float("inf"), similarity.dtype)), -1)
     log_p = class_scores - total[..., None]
-    return tf.where(tf.math.is_finite(log_p), log_p, tf.constant(EMPTY_CLASS_LOG_PROBA, log_p.dtype))
+    return tf.where(tf.math.is_finite(log_p), log_p, tf.constant(MASKED_LOGIT, log_p.dtype))
 
 
 def matching_loss(query_embeddings, support_embeddings, support_labels, query_labels, num_classes, scale=1.0):

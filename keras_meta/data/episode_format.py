@@ -1,0 +1,27 @@
+"""The episode format: what samplers yield and every learner, op and converter reads.
+
+An episode batch is `(inputs, query_labels)` or, with padding,
+`(inputs, query_labels, sample_weight)`::
+
+    inputs = {SUPPORT_X: [B, S, ...], SUPPORT_Y: [B, S] int32, QUERY_X: [B, Q, ...]}
+    query_labels: [B, Q] int32, classes numbered 0..N-1 within each task
+
+Episodes of different sizes in one batch (variable ways or shots) are padded
+to the largest: a padded support slot has the label `PADDING_LABEL`; a padded
+query slot has label 0 and sample weight 0. A class with no support example
+in a task gets the logit `MASKED_LOGIT`, so it is never predicted and adds
+nothing to a softmax.
+
+Example:
+
+>>> import numpy as np
+>>> from keras_meta.data.episode_format import MASKED_LOGIT, PADDING_LABEL, QUERY_X, SUPPORT_X, SUPPORT_Y
+>>> inputs = {SUPPORT_X: np.zeros((1, 3, 2)), SUPPORT_Y: np.array([[0, 1, PADDING_LABEL]]),
+...           QUERY_X: np.zeros((1, 4, 2))}
+>>> sorted(inputs), float(np.exp(MASKED_LOGIT))
+(['query_x', 'support_x', 'support_y'], 0.0)
+"""
+
+SUPPORT_X, SUPPORT_Y, QUERY_X = "support_x", "support_y", "query_x"
+PADDING_LABEL = -1
+MASKED_LOGIT = -1e9
