@@ -108,16 +108,20 @@ def episode_predictor(learner):
 
 
 def evaluate_few_shot(learner, x, y, ways, shots=1, queries=15, num_episodes=600, seed=0, batch_size=None,
-                      verbose=1):
+                      verbose=1, rotations=None, decode=None):
     """Accuracy over a fixed set of `num_episodes` N-way K-shot episodes of `(x, y)`.
 
     A shortcut for `evaluate_episodes(learner, few_shot_episodes(x, y, ...))`.
+    `rotations` makes each rotation of a class a class of its own (Omniglot's
+    published protocol); with `decode`, `x` holds encoded examples (both as in
+    `EpisodeSampler`).
     """
-    episodes = few_shot_episodes(x, y, ways, shots, queries, num_episodes, seed, batch_size)
+    episodes = few_shot_episodes(x, y, ways, shots, queries, num_episodes, seed, batch_size, rotations, decode)
     return evaluate_episodes(learner, episodes, verbose)
 
 
-def few_shot_episodes(x, y, ways, shots=1, queries=15, num_episodes=600, seed=0, batch_size=None):
+def few_shot_episodes(x, y, ways, shots=1, queries=15, num_episodes=600, seed=0, batch_size=None, rotations=None,
+                      decode=None):
     """The fixed episode set of `evaluate_few_shot`; `batch_size=None` batches about 1024 examples at a time."""
     max_ways, max_shots = _size_range("ways", ways)[1], _size_range("shots", shots)[1]
     queries = integer_argument("queries", queries)
@@ -126,5 +130,6 @@ def few_shot_episodes(x, y, ways, shots=1, queries=15, num_episodes=600, seed=0,
     if batch_size is None:
         batch_size = max(1, 1024 // (max_ways * (max_shots + queries)))
     batch_size = integer_argument("batch_size", batch_size)
-    sampler = EpisodeSampler(x, y, ways=ways, shots=shots, queries=queries, seed=seed)
+    sampler = EpisodeSampler(x, y, ways=ways, shots=shots, queries=queries, seed=seed, rotations=rotations,
+                             decode=decode)
     return sampler.dataset(batch_size=batch_size, num_episodes=num_episodes)

@@ -10,7 +10,8 @@ DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 @pytest.mark.parametrize("page", ["episodes.md", "datasets.md", "gradient_based_learners.md", "functional.md",
                                   "metric_learners.md", "meta_networks.md", "few_shot_ops.md", "distributed.md",
-                                  "reliability.md", "monitoring.md", "writing_a_learner.md"])
+                                  "reliability.md", "monitoring.md", "writing_a_learner.md",
+                                  "finetune_baseline.md", "backbones.md"])
 def test_docs_code_blocks_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with open(os.path.join(DOCS, page)) as f:

@@ -243,3 +243,63 @@ def test_episode_stream_rejects_uneven_splits(labelled_ids):
     with pytest.raises(ValueError, match="`start` must be a non-negative integer"):
         stream.dataset(start=-1)
     assert stream.distribute(Replicas(1)).element_spec == stream.dataset().element_spec
+
+
+def encoded_images(count, seed=0):
+    images = np.random.default_rng(seed).integers(0, 256, (count, 6, 6, 3), dtype=np.uint8)
+    return images, np.array([tf.io.encode_png(image).numpy() for image in images], dtype=object)
+
+
+@pytest.mark.parametrize("from_files", [False, True])
+def test_encoded_examples_decode_to_the_same_episodes_as_decoded_ones(tmp_path, from_files):
+    from keras_meta.data.sources import image_decoder
+
+    images, encoded = encoded_images(40)
+    labels = np.repeat(np.arange(10), 4)
+    if from_files:
+        paths = []
+        for index, data in enumerate(encoded):
+            paths.append(str(tmp_path / f"{index}.png"))
+            (tmp_path / f"{index}.png").write_bytes(data)
+        encoded = np.array(paths)
+    options = dict(ways=3, shots=1, queries=2, seed=4, rotations=(0, 90), flips=True)
+    decoded = EpisodeSampler(images, labels, **options)
+    lazy = EpisodeSampler(encoded, labels, decode=image_decoder(6, dtype="uint8", from_files=from_files), **options)
+    expected, got = first_batch(decoded, batch_size=3), first_batch(lazy, batch_size=3)
+    for key in ("support_x", "support_y", "query_x"):
+        np.testing.assert_array_equal(got[0][key], expected[0][key])
+    np.testing.assert_array_equal(got[1], expected[1])
+    assert got[0]["support_x"].dtype == np.uint8
+
+
+def test_decode_is_checked_before_sampling():
+    from keras_meta.data.sources import image_decoder
+
+    images, encoded = encoded_images(8)
+    labels = np.repeat(np.arange(4), 2)
+    with pytest.raises(ValueError, match="1-D array of encoded examples"):
+        EpisodeSampler(images, labels, ways=2, shots=1, queries=1, decode=image_decoder(6))
+    with pytest.raises(ValueError, match="must be a function"):
+        EpisodeSampler(encoded, labels, ways=2, shots=1, queries=1, decode="png")
+    with pytest.raises(ValueError, match="failed on the first example"):
+        EpisodeSampler(np.array([b"not an image"] * 8, dtype=object), labels, ways=2, shots=1, queries=1,
+                       decode=image_decoder(6))
+    with pytest.raises(ValueError, match="one fixed shape"):
+        EpisodeSampler(encoded, labels, ways=2, shots=1, queries=1,
+                       decode=lambda data: tf.io.decode_png(data, channels=3))
+
+
+def test_encoded_examples_keep_their_trailing_zero_bytes():
+    """Raw buffers decoded with `tf.io.decode_raw`: a list of bytes stays whole; fixed-width bytes arrays are refused."""
+    buffers = [bytes([index, 0, 0, 0]) for index in range(1, 9)]  # each ends in zero bytes
+    labels = np.repeat(np.arange(4), 2)
+
+    def decode(data):
+        return tf.reshape(tf.io.decode_raw(data, tf.uint8), [4])
+
+    sampler = EpisodeSampler(buffers, labels, ways=2, shots=1, queries=1, seed=0, decode=decode)
+    inputs, _ = first_batch(sampler, batch_size=2)
+    assert inputs["support_x"].shape == (2, 2, 4)
+    assert (inputs["support_x"][..., 1:] == 0).all() and (inputs["support_x"][..., 0] > 0).all()
+    with pytest.raises(ValueError, match="trailing zero bytes"):
+        EpisodeSampler(np.array(buffers), labels, ways=2, shots=1, queries=1, decode=decode)

@@ -117,3 +117,42 @@ def test_changing_eval_inner_steps_between_evaluations_takes_effect():
     fresh.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     fresh.eval_inner_steps = 5
     assert evaluate_few_shot(fresh, x, y, ways=3, shots=2, queries=3, num_episodes=20, verbose=0).accuracy == scores[5][0]
+
+
+def test_evaluate_few_shot_decodes_encoded_examples_to_the_same_score():
+    from keras_meta.data.sources import image_decoder
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (60, 5, 5, 3), dtype=np.uint8)
+    labels = np.repeat(np.arange(6), 10)
+    encoded = np.array([tf.io.encode_png(image).numpy() for image in images], dtype=object)
+
+    class MeanColourMatcher:
+        """Nearest class by mean pixel value: a deterministic stand-in for a learner."""
+
+        def __call__(self, inputs, training=False):
+            support = tf.reduce_mean(tf.cast(inputs["support_x"], tf.float32), [2, 3, 4])
+            query = tf.reduce_mean(tf.cast(inputs["query_x"], tf.float32), [2, 3, 4])
+            return -tf.abs(query[:, :, None] - support[:, None, :])
+
+    arrays = evaluate_few_shot(MeanColourMatcher(), images, labels, ways=4, shots=1, queries=3, num_episodes=12,
+                               verbose=0)
+    lazy = evaluate_few_shot(MeanColourMatcher(), encoded, labels, ways=4, shots=1, queries=3, num_episodes=12,
+                             verbose=0, decode=image_decoder(5, dtype="uint8"))
+    np.testing.assert_allclose(lazy.per_episode, arrays.per_episode)
+    assert 0.25 < arrays.accuracy < 1.0  # neither chance nor perfect: the episodes differ
+
+
+def test_evaluate_few_shot_makes_rotations_classes_of_their_own():
+    from keras_meta.evaluation import few_shot_episodes
+
+    x = np.zeros((6, 4, 4, 1), np.float32)
+    x[:, 0, :] = 1.0  # a bar along the top edge: each rotation puts it on another edge
+    y = np.zeros(6, np.int64)  # one class
+    with pytest.raises(ValueError, match="only 1 classes are available"):
+        few_shot_episodes(x, y, ways=4, shots=1, queries=1, num_episodes=2)
+    episodes = few_shot_episodes(x, y, ways=4, shots=1, queries=1, num_episodes=2, rotations=(0, 90, 180, 270))
+    inputs, labels = next(iter(episodes))
+    images = inputs["support_x"][0].numpy()[..., 0]
+    edges = {(image[0].sum(), image[-1].sum(), image[:, 0].sum(), image[:, -1].sum()) for image in images}
+    assert len(edges) == 4  # the four support classes are the four rotations

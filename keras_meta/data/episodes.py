@@ -72,23 +72,35 @@ class EpisodeSampler(TaskDistribution):
             of a class, and of each of its rotations, is a class of its own;
             doubles the classes. Needs images `[H, W]` or `[H, W, C]`.
         seed: makes the episode stream reproducible (see `TaskDistribution`).
+        decode: for data that does not fit in memory decoded: `x` is then a
+            1-D array of encoded examples (image file paths, or the encoded
+            bytes of each image) and `decode(one_string_tensor)` turns one
+            into its input tensor, of the same shape for every example (resize
+            there). Only the drawn examples are decoded, inside the `tf.data`
+            pipeline. `keras_meta.data.image_decoder` makes one.
     """
 
     check_drawn_labels = False  # support labels come from tf.range, queries from the same classes
 
-    def __init__(self, x, y, ways, shots, queries, classes=None, rotations=None, flips=False, seed=None):
+    def __init__(
+        self, x, y, ways, shots, queries, classes=None, rotations=None, flips=False, seed=None, decode=None
+    ):
         super().__init__(seed)
+        if decode is not None:
+            x = self._encoded_examples(x)
         x, y = sources.check_examples(x, y)
         self.min_ways, self.max_ways = _size_range("ways", ways)
         self.min_shots, self.max_shots = _size_range("shots", shots)
         self.queries = integer_argument("queries", queries)
-        self.rotations = self._check_rotations(rotations, x.shape)
-        self.flips = self._check_flips(flips, x.shape)
+        self._decode, example = self._check_decode(decode, x)
+        shape = (len(x),) + tuple(example.shape) if decode is not None else x.shape
+        self.rotations = self._check_rotations(rotations, shape)
+        self.flips = self._check_flips(flips, shape)
         self.classes = self._select_classes(y, classes)
 
-        keep = np.isin(y, self.classes)
-        order = np.argsort(y[keep], kind="stable")
-        x, y = x[keep][order], y[keep][order]
+        kept = np.flatnonzero(np.isin(y, self.classes))
+        kept = kept[np.argsort(y[kept], kind="stable")]
+        x, y = x[kept], y[kept]  # one copy, in class order
         _, offsets, counts = np.unique(y, return_index=True, return_counts=True)
         self._check_counts(counts)
         self._num_transforms = len(self.rotations) * (2 if self.flips else 1)
@@ -104,7 +116,8 @@ class EpisodeSampler(TaskDistribution):
         self._offsets = tf.constant(offsets, tf.int64)
         self._counts = tf.constant(counts, tf.int64)
         self._max_count = int(counts.max())
-        self._pixel_orders = self._transform_orders(x.shape) if self.rotations != (0,) or self.flips else None
+        self._pixel_orders = self._transform_orders(shape) if self.rotations != (0,) or self.flips else None
+        self._example_spec = None if example is None else tf.TensorSpec(example.shape, example.dtype)
 
     @classmethod
     def from_dataset(cls, dataset, ways, shots, queries, max_examples=1_000_000, **kwargs):
@@ -150,6 +163,11 @@ class EpisodeSampler(TaskDistribution):
         picks = tf.argsort(ranks + tf.cast(invalid, tf.float32), axis=1)[:, : k_max + q]
         indices = tf.gather(self._offsets, base)[:, None] + tf.cast(picks, tf.int64)
         images = tf.gather(self._x, tf.reshape(indices, [-1]))
+        if self._decode is not None:
+            spec = self._example_spec
+            images = tf.map_fn(
+                lambda encoded: tf.ensure_shape(self._decode(encoded), spec.shape), images, fn_output_signature=spec
+            )
         if self._pixel_orders is not None:
             transform = tf.repeat(chosen % num_transforms, k_max + q)
             images = self._transform(images, transform)
@@ -203,6 +221,44 @@ class EpisodeSampler(TaskDistribution):
                 f"{' ...' if short.size > 10 else ''}; smallest has {counts.min()}). Lower "
                 "`shots`/`queries`, or leave those classes out with `classes=`."
             )
+
+    @staticmethod
+    def _encoded_examples(x):
+        """Encoded examples as an object array: NumPy's fixed-width bytes would drop trailing zero bytes."""
+        if isinstance(x, np.ndarray) and x.dtype.kind == "S":
+            raise ValueError(
+                f"Encoded examples as a fixed-width bytes array (dtype {x.dtype}) have lost any trailing zero "
+                "bytes. Keep them in an object array, `np.array(list_of_bytes, dtype=object)`, or pass the Python list."
+            )
+        if isinstance(x, (list, tuple)):
+            encoded = np.empty(len(x), dtype=object)
+            encoded[:] = x
+            return encoded
+        return x
+
+    @staticmethod
+    def _check_decode(decode, x):
+        """`(decode, first decoded example)`, or `(None, None)` for in-memory examples."""
+        if decode is None:
+            return None, None
+        if not callable(decode):
+            raise ValueError(f"`decode` must be a function from one encoded example to a tensor, got {decode!r}.")
+        if x.ndim != 1 or x.dtype.kind not in "SUO":
+            raise ValueError(
+                "With `decode`, `x` must be a 1-D array of encoded examples (file paths or image bytes), got "
+                f"an array of shape {x.shape} and dtype {x.dtype}. Pass decoded arrays without `decode`."
+            )
+        try:
+            example = tf.convert_to_tensor(decode(tf.constant(x[0])))
+        except Exception as error:
+            raise ValueError(f"`decode` failed on the first example {x[0]!r:.80}: {error}") from error
+        traced = tf.function(decode).get_concrete_function(tf.TensorSpec([], tf.string)).structured_outputs
+        if not traced.shape.is_fully_defined():
+            raise ValueError(
+                f"`decode` must return examples of one fixed shape (resize them there); traced, it gives "
+                f"{traced.shape}. Resize with `tf.image.resize` or use `image_decoder(image_size)`."
+            )
+        return decode, example
 
     @staticmethod
     def _check_rotations(rotations, shape):

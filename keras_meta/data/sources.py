@@ -247,3 +247,31 @@ def load_image_folder(path, image_size=(28, 28), color_mode="grayscale"):
         return tf.image.resize(tf.image.convert_image_dtype(image, tf.float32), image_size)
 
     return decode_all(contents, decode, files=files, path=os.fspath(path)), labels, class_names
+
+
+def image_decoder(image_size, channels=3, dtype="float32", from_files=False):
+    """A `decode` function for `EpisodeSampler(encoded, labels, ..., decode=...)`.
+
+    It turns one encoded image (PNG/JPEG/BMP/GIF bytes, or a file path when
+    `from_files=True`) into `[height, width, channels]`, resized with
+    antialiasing, as float32 in [0, 1] or uint8 (`dtype`).
+
+    >>> import numpy as np, tensorflow as tf
+    >>> png = tf.io.encode_png(np.zeros((40, 30, 3), np.uint8))
+    >>> image_decoder(16)(png).shape
+    TensorShape([16, 16, 3])
+    """
+    size = check_image_size(image_size)
+    if dtype not in ("float32", "uint8"):
+        raise ValueError(f"`dtype` must be 'float32' (pixels in [0, 1]) or 'uint8', got {dtype!r}.")
+
+    def decode(encoded):
+        data = tf.io.read_file(encoded) if from_files else encoded
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        resized = tf.image.resize(tf.image.convert_image_dtype(image, tf.float32), size, antialias=True)
+        resized = tf.clip_by_value(resized, 0.0, 1.0)
+        if dtype == "uint8":
+            return tf.cast(tf.round(resized * 255.0), tf.uint8)
+        return resized
+
+    return decode

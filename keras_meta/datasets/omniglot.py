@@ -7,12 +7,31 @@
 first use, and the minimal background splits `"small1"` and `"small2"` (5
 alphabets each), which ship with keras-meta (MIT licence beside them).
 
+`load_vinyals(split)` gives the split of Vinyals et al. (2016, Matching
+Networks) that most few-shot papers report on: 1200 training characters
+(`"trainval"`: Snell et al.'s 1028 `"train"` + 172 `"val"`) and 423 `"test"`
+characters, drawn from both of Lake's archives, with each rotation of a
+character by 0, 90, 180 and 270 degrees a class of its own (4800 / 1692
+classes). The rotations are not stored: build the sampler with
+`EpisodeSampler(..., rotations=VINYALS_ROTATIONS)`. The character lists ship
+with keras-meta (`splits/omniglot_vinyals/`, from Snell et al.'s
+`prototypical-networks`, identical to torchmeta's); `vinyals_characters(split)`
+returns them, `names[label]` for the labels `load_vinyals` returns.
+
 Example:
 
 >>> from keras_meta.datasets import omniglot
 >>> images, labels, alphabets = omniglot.load("small1")
 >>> images.shape, images.dtype
 ((2720, 28, 28, 1), dtype('float32'))
+>>> len(omniglot.vinyals_characters("trainval")), len(omniglot.vinyals_characters("test"))
+(1200, 423)
+>>> from keras_meta.data import EpisodeSampler
+>>> train = omniglot.load_vinyals("trainval")  # doctest: +SKIP
+>>> sampler = EpisodeSampler(*train[:2], ways=60, shots=1, queries=5,
+...                          rotations=omniglot.VINYALS_ROTATIONS)  # doctest: +SKIP
+>>> sampler.num_classes  # doctest: +SKIP
+4800
 """
 
 import collections
@@ -24,6 +43,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_meta.data import sources
+from keras_meta.datasets import files
+from keras_meta.datasets import image_sets
 
 ORIGIN = "https://github.com/brendenlake/omniglot/raw/master/python/"
 SPLITS = {
@@ -33,6 +54,8 @@ SPLITS = {
     "small2": ("images_background_small2.zip", "3ccaa407515a8778e5d0861875af38b17e418f301ad5bb3b5a6b65d901a41c7f"),
 }
 BUNDLED = ("small1", "small2")
+VINYALS_SPLITS = ("train", "val", "trainval", "test")
+VINYALS_ROTATIONS = (0, 90, 180, 270)
 
 Omniglot = collections.namedtuple("Omniglot", ["images", "labels", "alphabets"])
 
@@ -83,20 +106,10 @@ def archive_path(split, data_dir=None):
     fname, sha256 = SPLITS[check_split(split)]
     if split in BUNDLED:
         return str(importlib.resources.files("keras_meta.datasets") / "omniglot_data" / fname)
-    try:
-        return keras.utils.get_file(
-            fname, ORIGIN + fname, file_hash=sha256, hash_algorithm="sha256",
-            cache_subdir="omniglot", cache_dir=data_dir,
-        )
-    except ValueError:  # A download that fails its SHA-256 check: get_file says so.
-        raise
-    except Exception as error:  # get_file raises bare Exceptions for network failures.
-        cache_dir = data_dir or os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-        raise OSError(
-            f"Could not download Omniglot {split!r} from {ORIGIN + fname} ({error}). If this machine "
-            f"is offline, copy {fname} into {os.path.join(cache_dir, 'omniglot')} by hand (or into "
-            f"DATA_DIR/omniglot with `data_dir=DATA_DIR`), or use a bundled split: {BUNDLED}."
-        ) from error
+    return files.download(
+        fname, ORIGIN + fname, sha256, "omniglot", data_dir=data_dir,
+        alternatives=f"Or use a bundled split: {BUNDLED}.",
+    )
 
 
 def load(split, image_size=28, data_dir=None):
@@ -120,8 +133,8 @@ def _load_named(split, image_size, data_dir):
     """`(Omniglot, character_names)`, names such as `"Greek/character01"`."""
     size = _check_image_size(image_size)
     path = archive_path(split, data_dir)
-    contents, labels, class_names, files = sources.read_class_files(path)
-    images = sources.decode_all(contents, lambda data: decode(data, size), files=files, path=path)
+    contents, labels, class_names, file_names = sources.read_class_files(path)
+    images = sources.decode_all(contents, lambda data: decode(data, size), files=file_names, path=path)
     alphabets = np.array([name.split("/")[0] for name in class_names])
     return Omniglot(images, labels, alphabets), class_names
 
@@ -163,3 +176,85 @@ def _merge(named_parts):
         labels.append(remap[part.labels[keep]])
         alphabets.extend(part.alphabets[new])
     return Omniglot(np.concatenate(images), np.concatenate(labels), np.array(alphabets))
+
+
+def vinyals_characters(split):
+    """The characters of a split of Vinyals et al. (2016), as `"Alphabet/characterNN"` names.
+
+    `split` is `"train"` (1028 characters), `"val"` (172), `"trainval"` (the
+    1200 of `"train"` then `"val"`) or `"test"` (423). `load_vinyals(split)`
+    labels character `names[label]` with `label`.
+
+    >>> names = vinyals_characters("test")
+    >>> len(names), names[0]
+    (423, 'Gurmukhi/character42')
+    >>> vinyals_characters("trainval") == vinyals_characters("train") + vinyals_characters("val")
+    True
+    """
+    image_sets.check_split("Omniglot Vinyals", split, VINYALS_SPLITS)
+    if split == "trainval":
+        return vinyals_characters("train") + vinyals_characters("val")
+    return image_sets.split_classes("omniglot_vinyals", split)
+
+
+def load_vinyals(split, image_size=28, data_dir=None):
+    """Loads a split of Vinyals et al.'s (2016) Omniglot split as `Omniglot(images, labels, alphabets)`.
+
+    The standard few-shot Omniglot benchmark (Matching Networks, Prototypical
+    Networks, MAML): characters of Lake's background and evaluation sets
+    together, split into 1200 training characters (`"trainval"`, which Snell
+    et al. divide into 1028 `"train"` and 172 `"val"`) and 423 `"test"`
+    characters. Both archives are read (downloaded on first use, as `load`
+    does). Label `i` is character `vinyals_characters(split)[i]`;
+    `alphabets[label]` its alphabet.
+
+    The benchmark's classes are the characters rotated by 0, 90, 180 and 270
+    degrees (4800 training / 1692 test classes). They are made at sampling
+    time, not stored: pass `rotations=VINYALS_ROTATIONS` to `EpisodeSampler`,
+    which rotates counter-clockwise (`np.rot90`), as PIL's `Image.rotate` does
+    for the `rot090` classes of Snell et al.'s lists. (Since all four
+    rotations are classes, the set of classes does not depend on the
+    direction anyway.)
+
+    Args:
+        split: `"train"`, `"val"`, `"trainval"` or `"test"`.
+        image_size: side of the square output images, or a `(height, width)`
+            pair (`None`: the original 105x105). The benchmark uses 28.
+        data_dir: cache folder for the downloaded archives (default
+            `$KERAS_HOME`, else `~/.keras`).
+
+    Raises:
+        ValueError: for an unknown split, or archives that lack characters of
+            the split (not Lake's archives, or incomplete ones).
+
+    >>> test = load_vinyals("test")  # doctest: +SKIP
+    >>> test.images.shape, len(test.alphabets), test.alphabets[test.labels[0]]  # doctest: +SKIP
+    ((8460, 28, 28, 1), 423, 'Gurmukhi')
+    """
+    characters = vinyals_characters(split)
+    size = _check_image_size(image_size)
+    index = {name: label for label, name in enumerate(characters)}
+    images, labels, found = [], [], set()
+    for archive in ("background", "evaluation"):
+        path = archive_path(archive, data_dir)
+        contents, archive_labels, names, file_names = sources.read_class_files(path)
+        keep = [i for i, label in enumerate(archive_labels) if names[label] in index and names[label] not in found]
+        found.update(names[archive_labels[i]] for i in keep)
+        if keep:
+            images.append(sources.decode_all(
+                [contents[i] for i in keep], lambda data: decode(data, size),
+                files=[file_names[i] for i in keep], path=path,
+            ))
+            labels.append(np.array([index[names[archive_labels[i]]] for i in keep], np.int64))
+    missing = [name for name in characters if name not in found]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of the {len(characters)} characters of the Omniglot Vinyals {split!r} split are "
+            f"missing from images_background.zip and images_evaluation.zip, e.g. {missing[:5]}: these "
+            "archives are not Lake's Omniglot archives, or are incomplete. Delete them from the cache folder "
+            "to download them again."
+        )
+    images, labels = np.concatenate(images), np.concatenate(labels)
+    order = np.argsort(labels, kind="stable")
+    alphabets = np.array([name.split("/")[0] for name in characters])
+    return Omniglot(images[order], labels[order], alphabets)

@@ -4,6 +4,7 @@ from keras_meta.learners.anil import ANIL
 from keras_meta.learners.base import MetaLearner
 from keras_meta.learners.embedding import EmbeddingMetaLearner
 from keras_meta.learners.embedding_meta_network import EmbeddingMetaNetwork
+from keras_meta.learners.finetune import FineTuneBaseline
 from keras_meta.learners.gradient_based import GradientMetaLearner
 from keras_meta.learners.guard import NonFiniteError
 from keras_meta.learners.imaml import iMAML
@@ -22,6 +23,7 @@ __all__ = [
     "AttentionLSTMEmbedding",
     "EmbeddingMetaLearner",
     "EmbeddingMetaNetwork",
+    "FineTuneBaseline",
     "GradientMetaLearner",
     "LearnableOptimizer",
     "MAML",

@@ -1,5 +1,6 @@
-"""Backbones for few-shot models."""
+"""Backbones for few-shot models, and the layers they use."""
 
-from keras_meta.models.backbones import conv4, mlp
+from keras_meta.models.backbones import conv4, mlp, resnet12, wrn28_10
+from keras_meta.models.layers import DropBlock
 
-__all__ = ["conv4", "mlp"]
+__all__ = ["DropBlock", "conv4", "mlp", "resnet12", "wrn28_10"]
