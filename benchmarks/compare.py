@@ -35,12 +35,13 @@ Metric-based learners train 20-way and are also evaluated 20-way; gradient-based
 evaluate 5-way. Inference is the wall time of `evaluate` per 5-way 1-shot episode (adaptation included),
 on the CPU that ran the benchmark (`cpu` column: rows without a vector extension ran before it was
 recorded, the latest of them on AVX2 machines; an AVX-512 machine evaluated the same network 1.8x as
-fast); a `-` for inference means the run predates the script's timing of inference. Training times are wall times on a machine that sometimes ran
-other jobs at the same time: compare them loosely. Rows with oneDNN `off` were measured before keras-meta
-turned on TensorFlow's oneDNN CPU kernels (the plain `protonet` run took 747 s then, with other jobs running,
+fast); a `-` for inference means the run predates the script's timing of inference.
+Training times are wall times on a machine that sometimes ran
+other jobs at the same time: compare them loosely. Rows with oneDNN `off` were measured before the benchmark
+scripts turned on TensorFlow's oneDNN CPU kernels (the plain `protonet` run took 747 s then, with other jobs running,
 and 298 s with them, alone).
 
-| learner | 5-way 1-shot | 20-way 1-shot | training steps | training time (s) | inference (ms / episode) | cpu | oneDNN |
+| learner | 5-way 1-shot | 20-way 1-shot | training steps | training time (s) | inference (ms/episode) | cpu | oneDNN |
 |---|---|---|---|---|---|---|---|
 """
 

@@ -52,8 +52,10 @@ REPLICAS = {"one_device": 1, "mirrored": 2, "multi_worker": 2}
 
 def measure(name, config, batch, warmup, steps, intra_op_threads):
     """Trains one workload in this process (one worker of it for `multi_worker`); returns its measurements."""
-    import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # TensorFlow's oneDNN CPU kernels: set before it loads
     import tensorflow as tf
+
+    import keras_meta
 
     tf.config.threading.set_inter_op_parallelism_threads(2)
     tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
@@ -109,7 +111,7 @@ def run_sampled_processes(commands, envs, timeout):
     would wait for its peer for ever) and the error shows the first failure.
     """
     processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-                 for command, env in zip(commands, envs)]
+                 for command, env in zip(commands, envs, strict=True)]
     peaks = [0] * len(processes)
     deadline = time.monotonic() + timeout
     first_failure, timed_out = None, False
@@ -120,7 +122,7 @@ def run_sampled_processes(commands, envs, timeout):
                 for i, process in enumerate(processes):
                     peaks[i] = max(peaks[i], resident_kib(process.pid))
                 if first_failure is None:
-                    first_failure = next((i for i, (p, o) in enumerate(zip(processes, outputs))
+                    first_failure = next((i for i, (p, o) in enumerate(zip(processes, outputs, strict=True))
                                           if o.done() and p.returncode), None)
                     timed_out = first_failure is None and time.monotonic() > deadline
                     if first_failure is not None or timed_out:
@@ -140,7 +142,7 @@ def run_sampled_processes(commands, envs, timeout):
         process = processes[first_failure]
         raise subprocess.CalledProcessError(process.returncode, commands[first_failure], results[first_failure][0],
                                             results[first_failure][1])
-    return [(stdout, peak / 1024.0) for (stdout, _), peak in zip(results, peaks)]
+    return [(stdout, peak / 1024.0) for (stdout, _), peak in zip(results, peaks, strict=True)]
 
 
 def free_ports(count):

@@ -24,14 +24,16 @@ import os
 import tempfile
 import time
 
-import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
-import keras
-import numpy as np
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # TensorFlow's oneDNN CPU kernels: set before it loads
 
-from keras_meta import lite
-from keras_meta.data import EpisodeSampler
-from keras_meta.datasets import omniglot
-from keras_meta.evaluation import evaluate_few_shot
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_meta  # noqa: E402
+from keras_meta import lite  # noqa: E402
+from keras_meta.data import EpisodeSampler  # noqa: E402
+from keras_meta.datasets import omniglot  # noqa: E402
+from keras_meta.evaluation import evaluate_few_shot  # noqa: E402
 
 ROTATIONS = (0, 90, 180, 270)
 VARIANTS = (None, "float16", "dynamic", "int8")
@@ -88,7 +90,7 @@ def protonet_variants(learner, tasks, calibration, directory, args):
                                          representative_data=calibration)
         device = lite.LiteModel(path, num_threads=1)
         correct, agree, classes = [], [], None
-        for (inputs, labels), reference in zip(tasks, references):
+        for (inputs, labels), reference in zip(tasks, references, strict=True):
             classes = device.run("prototypes", support_x=inputs["support_x"][0], support_y=inputs["support_y"][0])
             predicted = device.run("classify", x=inputs["query_x"][0], **classes)["logits"][:, :5].argmax(-1)
             correct.append(np.mean(predicted == labels[0]))

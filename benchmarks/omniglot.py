@@ -18,14 +18,16 @@ import os
 import sys
 import time
 
-import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
-import keras
-import numpy as np
-import tensorflow as tf
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # TensorFlow's oneDNN CPU kernels: set before it loads
 
-from keras_meta.data import EpisodeSampler
-from keras_meta.datasets import omniglot
-from keras_meta.evaluation import evaluate_few_shot
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_meta  # noqa: E402
+from keras_meta.data import EpisodeSampler  # noqa: E402
+from keras_meta.datasets import omniglot  # noqa: E402
+from keras_meta.evaluation import evaluate_few_shot  # noqa: E402
 
 ROTATIONS = (0, 90, 180, 270)
 
@@ -152,9 +154,11 @@ def parse_args():
     parser.add_argument("--inner-steps", type=int, default=1)
     parser.add_argument("--eval-inner-steps", type=int, default=3)
     parser.add_argument("--multi-step-loss", action="store_true",
-                        help=f"{', '.join(MULTI_STEP_LOSS_ALGOS)}: meta-train on the mean query loss after every inner step")
+                        help=f"{', '.join(MULTI_STEP_LOSS_ALGOS)}: meta-train on the mean query loss after every "
+                        "inner step")
     parser.add_argument("--recompute-inner-steps", action="store_true",
-                        help=f"recompute inner steps while back-propagating (less memory; {', '.join(SECOND_ORDER_ALGOS)})")
+                        help="recompute inner steps while back-propagating (less memory; "
+                        f"{', '.join(SECOND_ORDER_ALGOS)})")
     parser.add_argument("--regularization", type=float, default=2.0, help="imaml: the proximal strength lambda")
     parser.add_argument("--cg-steps", type=int, default=5, help="imaml: conjugate-gradient iterations")
     parser.add_argument("--eval-episodes", type=int, default=600)
@@ -177,7 +181,8 @@ def parse_args():
                              "number of cores runs one task per core")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", help="write the meta-trained learner to this .keras file")
-    parser.add_argument("--verbose", type=int, default=2, help="Keras verbosity of training (and a progress bar on evaluation unless 0)")
+    parser.add_argument("--verbose", type=int, default=2,
+                        help="Keras verbosity of training (and a progress bar on evaluation unless 0)")
     args = parser.parse_args()
     explicit = {a.dest for a in parser._actions if any(flag in sys.argv for flag in a.option_strings)}
     for name, value in DEFAULTS[args.algo].items():
@@ -211,7 +216,8 @@ def main():
     )
     learner = ALGOS[args.algo](args)
     if args.optimizer == "sgd":  # Reptile's meta step size, annealed linearly to 0
-        optimizer = keras.optimizers.SGD(keras.optimizers.schedules.PolynomialDecay(args.learning_rate, args.steps, 0.0))
+        schedule = keras.optimizers.schedules.PolynomialDecay(args.learning_rate, args.steps, 0.0)
+        optimizer = keras.optimizers.SGD(schedule)
     else:
         optimizer = keras.optimizers.Adam(
             keras.optimizers.schedules.CosineDecay(args.learning_rate, decay_steps=args.steps, alpha=0.05))
@@ -228,7 +234,7 @@ def main():
                 steps_per_epoch=args.steps // epochs, verbose=args.verbose)
     results = {"algo": args.algo, "train_splits": args.train_splits, "train_ways": args.train_ways,
                "train_classes": sampler.num_classes, "train_steps": args.steps,
-               "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1",
+               "onednn": keras_meta.onednn_enabled(),
                "train_seconds": round(time.perf_counter() - start, 1)}
     if args.save:
         os.makedirs(os.path.dirname(os.path.abspath(args.save)), exist_ok=True)

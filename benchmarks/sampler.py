@@ -8,10 +8,13 @@ after a warm-up batch.
 
 import argparse
 import json
+import os
 import time
 
-from keras_meta.data import EpisodeSampler
-from keras_meta.datasets import omniglot
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # TensorFlow's oneDNN CPU kernels: set before it loads
+
+from keras_meta.data import EpisodeSampler  # noqa: E402
+from keras_meta.datasets import omniglot  # noqa: E402
 
 SETTINGS = {"5w1s15q_b32": (5, 1, 15, 32), "20w5s15q_b1": (20, 5, 15, 1), "20w1s15q_b32": (20, 1, 15, 32),
             "var5-20w1-5s10q_b8": ((5, 20), (1, 5), 10, 8)}

@@ -11,12 +11,15 @@ squared error on 100 query points per task. Prints one JSON line.
 
 import argparse
 import json
+import os
 import time
 
-import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
-import keras
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # TensorFlow's oneDNN CPU kernels: set before it loads
 
-from keras_meta.datasets.sine import SinusoidTasks
+import keras  # noqa: E402
+
+import keras_meta  # noqa: E402
+from keras_meta.datasets.sine import SinusoidTasks  # noqa: E402
 
 
 def parse_args():

@@ -21,15 +21,17 @@ import os
 import sys
 import time
 
-import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
-import keras
-import numpy as np
-import tensorflow as tf
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # TensorFlow's oneDNN CPU kernels: set before it loads
 
-from keras_meta.data import EpisodeSampler
-from keras_meta.datasets import cifar_fs, cub, fc100, mini_imagenet, omniglot, tiered_imagenet
-from keras_meta.data.sources import image_decoder
-from keras_meta.evaluation import evaluate_few_shot
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_meta  # noqa: E402
+from keras_meta.data import EpisodeSampler  # noqa: E402
+from keras_meta.data.sources import image_decoder  # noqa: E402
+from keras_meta.datasets import cifar_fs, cub, fc100, mini_imagenet, omniglot, tiered_imagenet  # noqa: E402
+from keras_meta.evaluation import evaluate_few_shot  # noqa: E402
 
 ROTATIONS = (0, 90, 180, 270)
 

@@ -71,10 +71,12 @@ PEER_SCRIPT = os.path.join(HERE, "..", "..", "shared", "bench", "peer_learn2lear
 
 def measure(name, warmup, iters, jit_compile=False, parallel_tasks=1, intra_op_threads=2):
     """Runs one workload in this process; returns tasks (or episodes) per second and peak RSS."""
-    import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # TensorFlow's oneDNN CPU kernels: set before it loads
     import keras
     import numpy as np
     import tensorflow as tf
+
+    import keras_meta
 
     after_import = {kind: resident_kib("self", kind) / 1024.0 for kind in ("RssAnon", "RssFile")}
 
@@ -123,7 +125,7 @@ def measure(name, warmup, iters, jit_compile=False, parallel_tasks=1, intra_op_t
         "import_anon_mb": after_import["RssAnon"],
         "import_file_mb": after_import["RssFile"],
         "tensors_peak_mb": tensors_peak_mb(tf),
-        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1",
+        "onednn": keras_meta.onednn_enabled(),
         "package": os.path.dirname(os.path.abspath(keras_meta.__file__)),
     }
 
@@ -285,14 +287,14 @@ def measure_workload(name, args):
         results[f"{name}_baseline_{unit}"] = round(median("baseline"), 3)
         results[f"{name}_vs_baseline"] = round(ours / median("baseline"), 3)
         results[f"{name}_vs_baseline_runs"] = [
-            round(a["per_s"] / b["per_s"], 3) for a, b in zip(rounds["ours"], rounds["baseline"])]
+            round(a["per_s"] / b["per_s"], 3) for a, b in zip(rounds["ours"], rounds["baseline"], strict=True)]
     if rounds["peer"]:
         results[f"{name}_learn2learn_{unit}"] = round(median("peer"), 3)
         results[f"{name}_learn2learn_peak_rss_mb"] = round(median("peer", "peak_rss_mb"))
         results[f"{name}_learn2learn_peak_anon_mb"] = round(median("peer", "peak_anon_mb"))
         results[f"{name}_vs_learn2learn"] = round(ours / median("peer"), 2)
         results[f"{name}_vs_learn2learn_runs"] = [
-            round(a["per_s"] / b["per_s"], 2) for a, b in zip(rounds["ours"], rounds["peer"])]
+            round(a["per_s"] / b["per_s"], 2) for a, b in zip(rounds["ours"], rounds["peer"], strict=True)]
     return results
 
 

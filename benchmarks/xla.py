@@ -22,13 +22,14 @@ import os
 import platform
 import time
 
-import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
-import keras
-import numpy as np
-import tensorflow as tf
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # TensorFlow's oneDNN CPU kernels: set before it loads
 
-from keras_meta import learners
-from keras_meta.models import conv4
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_meta import learners  # noqa: E402
+from keras_meta.models import conv4  # noqa: E402
 
 WAYS, SHOTS, QUERIES, META_BATCH, POOL = 5, 1, 5, 4, 16
 

@@ -25,16 +25,18 @@ import json
 import os
 import time
 
-import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
-import keras
-import numpy as np
-import tensorflow as tf
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # TensorFlow's oneDNN CPU kernels: set before it loads
 
-from keras_meta import plots
-from keras_meta.data import EpisodeSampler
-from keras_meta.datasets import omniglot
-from keras_meta.evaluation import evaluate_few_shot
-from keras_meta.runs import RunRecord
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_meta  # noqa: E402
+from keras_meta import plots  # noqa: E402
+from keras_meta.data import EpisodeSampler  # noqa: E402
+from keras_meta.datasets import omniglot  # noqa: E402
+from keras_meta.evaluation import evaluate_few_shot  # noqa: E402
+from keras_meta.runs import RunRecord  # noqa: E402
 
 parser = argparse.ArgumentParser(description="Meta-train second-order MAML on Omniglot under tf.distribute.")
 parser.add_argument("--output-dir", default="runs/distributed_maml")
@@ -72,7 +74,7 @@ def cluster_size():
     try:
         config = json.loads(os.environ.get("TF_CONFIG") or "{}")
     except ValueError as error:
-        raise SystemExit(f"TF_CONFIG is not valid JSON ({error}).")
+        raise SystemExit(f"TF_CONFIG is not valid JSON ({error}).") from error
     cluster = config.get("cluster", {})
     return len(cluster.get("chief", [])) + len(cluster.get("worker", []))
 

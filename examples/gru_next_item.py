@@ -20,14 +20,16 @@ import json
 import os
 import time
 
-import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
-import keras
-import tensorflow as tf
-from matplotlib.figure import Figure
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # TensorFlow's oneDNN CPU kernels: set before it loads
 
-from keras_meta import plots
-from keras_meta.data import QUERY_X, SUPPORT_X, SUPPORT_Y, TaskDistribution
-from keras_meta.runs import RunRecord
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+import keras_meta  # noqa: E402
+from keras_meta import plots  # noqa: E402
+from keras_meta.data import QUERY_X, SUPPORT_X, SUPPORT_Y, TaskDistribution  # noqa: E402
+from keras_meta.runs import RunRecord  # noqa: E402
 
 parser = argparse.ArgumentParser(description="Per-user next-item prediction with MAML, against a pooled baseline.")
 parser.add_argument("--steps", type=int, default=600, help="training steps of 16 users (MAML and the baseline)")

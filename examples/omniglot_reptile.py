@@ -17,14 +17,16 @@ import argparse
 import os
 import time
 
-import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
-import keras
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # TensorFlow's oneDNN CPU kernels: set before it loads
 
-from keras_meta import plots
-from keras_meta.data import EpisodeSampler
-from keras_meta.datasets import omniglot
-from keras_meta.evaluation import evaluate_few_shot
-from keras_meta.runs import RunRecord
+import keras  # noqa: E402
+
+import keras_meta  # noqa: E402
+from keras_meta import plots  # noqa: E402
+from keras_meta.data import EpisodeSampler  # noqa: E402
+from keras_meta.datasets import omniglot  # noqa: E402
+from keras_meta.evaluation import evaluate_few_shot  # noqa: E402
+from keras_meta.runs import RunRecord  # noqa: E402
 
 parser = argparse.ArgumentParser(description="Meta-train Reptile on Omniglot.")
 parser.add_argument("--output-dir", default="runs/omniglot_reptile")

@@ -17,13 +17,15 @@ import json
 import os
 import time
 
-import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
-import keras
-import numpy as np
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # TensorFlow's oneDNN CPU kernels: set before it loads
 
-from keras_meta import plots
-from keras_meta.datasets.sine import SinusoidTasks
-from keras_meta.runs import RunRecord
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_meta  # noqa: E402
+from keras_meta import plots  # noqa: E402
+from keras_meta.datasets.sine import SinusoidTasks  # noqa: E402
+from keras_meta.runs import RunRecord  # noqa: E402
 
 parser = argparse.ArgumentParser(description="MAML on sinusoid regression.")
 parser.add_argument("--output-dir", default="runs/sine_maml")

@@ -18,14 +18,16 @@ import argparse
 import os
 import time
 
-import keras_meta  # before Keras and TensorFlow: turns on TensorFlow's oneDNN CPU kernels
-import keras
-import numpy as np
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # TensorFlow's oneDNN CPU kernels: set before it loads
 
-from keras_meta import lite
-from keras_meta.data import EpisodeSampler
-from keras_meta.datasets import omniglot
-from keras_meta.runs import RunRecord
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_meta  # noqa: E402
+from keras_meta import lite  # noqa: E402
+from keras_meta.data import EpisodeSampler  # noqa: E402
+from keras_meta.datasets import omniglot  # noqa: E402
+from keras_meta.runs import RunRecord  # noqa: E402
 
 parser = argparse.ArgumentParser(description="Export a Prototypical Network to TFLite and classify on the device.")
 parser.add_argument("--output-dir", default="runs/tflite_few_shot")

@@ -6,13 +6,11 @@ chooses TensorFlow; if the user chose another one explicitly (the
 ``KERAS_BACKEND`` variable, ``keras.json``, or Keras already imported with
 another backend), it raises instead of overriding that choice silently.
 
-It also turns on TensorFlow's oneDNN CPU kernels, which TensorFlow leaves off
-on CPUs without the newer AVX-512 (VNNI, BF16) or AMX instructions, AVX2-only
-CPUs among them: on a 2-core AVX2 CPU, Prototypical Networks
-meta-trained about 2x faster or more with them
-(``benchmarks/throughput.py --onednn-off``). TensorFlow reads ``TF_ENABLE_ONEDNN_OPTS``
-once, when it is first imported, so this works when keras_meta is imported
-before TensorFlow and Keras; a value the user set is kept.
+Importing keras-meta changes nothing else: TensorFlow's oneDNN CPU kernels,
+which make training about 2x faster on CPUs where TensorFlow leaves them off
+(those without AVX-512 VNNI/BF16 or AMX), are the user's explicit choice,
+``TF_ENABLE_ONEDNN_OPTS=1`` in the environment before TensorFlow loads
+(README, "Speed on CPUs"); :func:`onednn_enabled` says whether they are on.
 """
 
 import json
@@ -39,10 +37,16 @@ def _configured_backend():
     return (backend, config_path) if backend else (None, None)
 
 
-def enable_onednn_cpu_kernels():
-    """Set ``TF_ENABLE_ONEDNN_OPTS=1`` unless the user set it or TensorFlow is already imported."""
-    if "tensorflow" not in sys.modules:
-        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+def onednn_enabled():
+    """Whether TensorFlow runs its oneDNN CPU kernels (imports TensorFlow).
+
+    >>> import keras_meta
+    >>> isinstance(keras_meta.onednn_enabled(), bool)
+    True
+    """
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def ensure_tensorflow_backend():

@@ -20,6 +20,7 @@ from keras_meta.data.episodes import _size_range
 from keras_meta.data.tasks import _check_seed
 
 EpisodeAccuracy = collections.namedtuple("EpisodeAccuracy", ["accuracy", "ci95", "num_episodes", "per_episode"])
+"""The mean query accuracy, the half-width of its 95% interval, the number of episodes and their accuracies."""
 
 
 def confidence_interval(per_episode):

@@ -153,7 +153,8 @@ def plot_episode(inputs, query_y=None, learner=None, task=0, max_images=20):
     if not np.isfinite([low, high]).all():
         raise ValueError("The episode's images hold NaN or infinite values; plot_episode needs finite pixels.")
     sections = fig.subfigures(2, 1, height_ratios=rows)
-    for section, title, examples, count in zip(sections, ("Support set", "Query set"), (support, query), rows):
+    titles = ("Support set", "Query set")
+    for section, title, examples, count in zip(sections, titles, (support, query), rows, strict=True):
         section.suptitle(title)
         axes = section.subplots(count, columns, squeeze=False)
         for index, ax in enumerate(axes.flat):
@@ -250,7 +251,7 @@ def plot_history(history):
     from matplotlib.ticker import MaxNLocator  # after _new_figure: it says how to install matplotlib
 
     axes = list(fig.subplots(rows, columns, squeeze=False).flat)
-    for ax, (family, members) in zip(axes, families.items()):
+    for ax, (family, members) in zip(axes[:len(families)], families.items(), strict=True):
         for key, label, band in members:
             values = curves[key]
             x = np.arange(1, len(values) + 1) * (epochs / len(values))
@@ -318,7 +319,7 @@ def plot_adaptation(learner, inputs, query_y, steps=5):
         learner.eval_inner_steps = saved
     panels = [("query loss", losses)] + ([("query accuracy", accuracies)] if classes else [])
     fig = _new_figure((4.2 * len(panels), 3.2))
-    for ax, (name, values) in zip(fig.subplots(1, len(panels), squeeze=False).flat, panels):
+    for ax, (name, values) in zip(fig.subplots(1, len(panels), squeeze=False).flat, panels, strict=True):
         ax.plot(np.arange(steps + 1), values, marker="o")
         ax.set_title(name)
         ax.set_xlabel("inner steps (0: zero-shot)")
@@ -385,7 +386,7 @@ def plot_parameter_change(learner, support_x, support_y, steps=None):
     before = [np.asarray(v) for v in learner.model.trainable_variables]
     after = [np.asarray(v) for v in adapted.trainable_variables]
     layers = {}
-    for variable, old, new in zip(learner.model.trainable_variables, before, after):
+    for variable, old, new in zip(learner.model.trainable_variables, before, after, strict=True):
         sums = layers.setdefault(_layer_name(variable, learner.model), [0.0, 0.0])
         sums[0] += float(np.sum((new.astype(np.float64) - old) ** 2))
         sums[1] += float(np.sum(old.astype(np.float64) ** 2))

@@ -48,7 +48,7 @@ def learner_makers(learners, keras, num_classes):
 
 def make_strategy(kind):
     """`mirrored` (two logical CPU devices), `worker` (from TF_CONFIG) or `one_device`; call it first."""
-    import keras_meta  # noqa: F401 (before TensorFlow)
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # TensorFlow's oneDNN CPU kernels: set before it loads
     import tensorflow as tf
 
     if kind == "mirrored":
@@ -63,8 +63,8 @@ def make_strategy(kind):
 def main(mode, out):
     strategy = make_strategy(mode)
     import keras
-    import tensorflow as tf
     import numpy as np
+    import tensorflow as tf
 
     from keras_meta import learners
     from keras_meta.data import EpisodeSampler
@@ -89,7 +89,7 @@ def main(mode, out):
         trainable_start = [np.array(v) for v in learner.trainable_variables]
         learner.fit(sampler.dataset(batch_size=batch), epochs=1, steps_per_epoch=steps, verbose=0)
         learner.trainable_update_norm = float(np.sqrt(sum(
-            np.sum((np.array(v) - s) ** 2) for v, s in zip(learner.trainable_variables, trainable_start))))
+            np.sum((np.array(v) - s) ** 2) for v, s in zip(learner.trainable_variables, trainable_start, strict=True))))
         return learner, start
 
     for name in makers:
@@ -102,9 +102,9 @@ def main(mode, out):
         entry = {"replicas_identical": all(all(np.array_equal(c[0], other) for other in c[1:]) for c in copies)}
         if mode == "mirrored":
             reference = single.get_weights()
-            update = max(float(np.abs(r - s).max()) for r, s in zip(reference, start))
+            update = max(float(np.abs(r - s).max()) for r, s in zip(reference, start, strict=True))
             entry["update_max"] = update
-            entry["max_difference"] = max(float(np.abs(w - r).max()) for w, r in zip(weights, reference))
+            entry["max_difference"] = max(float(np.abs(w - r).max()) for w, r in zip(weights, reference, strict=True))
             entry["trainable_update_norms"] = [single.trainable_update_norm, learner.trainable_update_norm]
         else:
             np.savez(os.path.join(out, f"worker{worker}_{name}.npz"), *weights)

@@ -36,7 +36,7 @@ def main(out):
         return [np.array(v.numpy()) for v in learner.weights + list(learner.optimizer.variables)]
 
     def same(a, b):
-        return all(np.array_equal(x, y) for x, y in zip(a, b))
+        return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
     report = {}
     makers = learner_makers(learners, keras, ways)

@@ -17,9 +17,9 @@ def main(how, name, strategy_name, out):
 
     strategy = make_strategy(strategy_name)
     import keras
-    import keras_meta
     import numpy as np
 
+    import keras_meta
     from keras_meta import learners
     from keras_meta.data import EpisodeSampler
 

@@ -12,7 +12,8 @@ def mlp():
 
 
 @pytest.mark.parametrize("build, message", [
-    (lambda: learners.MAML(mlp(), inner_learning_rate=-0.1), r"`inner_learning_rate` must be a positive number, got -0\.1"),
+    (lambda: learners.MAML(mlp(), inner_learning_rate=-0.1),
+     r"`inner_learning_rate` must be a positive number, got -0\.1"),
     (lambda: learners.MAML(mlp(), inner_learning_rate=0), r"`inner_learning_rate` must be a positive number, got 0"),
     (lambda: learners.MAML(mlp(), inner_learning_rate=float("nan")), r"`inner_learning_rate` must be a positive"),
     (lambda: learners.MAML(mlp(), inner_steps=3, first_order=True, truncation=1), r"`truncation` has no effect"),
@@ -22,7 +23,8 @@ def mlp():
     (lambda: learners.Reptile(mlp(), inner_steps=0), r"Reptile's `inner_steps` must be at least 1"),
     (lambda: learners.Reptile(mlp(), inner_optimizer=keras.optimizers.SGD(-0.1)),
      r"`inner_optimizer's learning_rate` must be a positive number"),
-    (lambda: learners.PrototypicalNetwork(mlp(), distance="cosine", cosine_scale=0), r"`cosine_scale` must be a positive"),
+    (lambda: learners.PrototypicalNetwork(mlp(), distance="cosine", cosine_scale=0),
+     r"`cosine_scale` must be a positive"),
     (lambda: learners.MatchingNetwork(mlp(), cosine_scale=-5), r"`cosine_scale` must be a positive number, got -5"),
     (lambda: learners.MetaNetwork(mlp(), ways=2, attention_scale=np.inf), r"`attention_scale` must be a positive"),
     (lambda: learners.PrototypicalNetwork(mlp(), on_non_finite="ignore"), r"`on_non_finite` must be one of"),

@@ -281,7 +281,8 @@ def test_every_backbone_meta_trains_and_adapts_with_the_learners_on_uint8_episod
         history = learner.fit(data, epochs=1, verbose=0)  # two steps of two episodes
         assert np.isfinite(history.history["loss"]).all(), kind
         assert learner.optimizer.iterations.numpy() == 2, kind
-        assert any(not np.allclose(b, v.numpy()) for b, v in zip(before, learner.trainable_variables)), kind
+        after = learner.trainable_variables
+        assert any(not np.allclose(b, v.numpy()) for b, v in zip(before, after, strict=True)), kind
         adapted = learner.adapt(support_x, support_y)
         predictions = adapted.predict(query_x, verbose=0)
         assert predictions.shape == (len(query_x), WAYS) and np.isfinite(predictions).all(), kind
@@ -313,7 +314,7 @@ def float64():
     keras.config.set_dtype_policy(policy)
 
 
-def CE(labels, logits):
+def cross_entropy(labels, logits):
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64")(labels, logits)
 
 
@@ -327,7 +328,7 @@ def image_episode(shape, seed=0):
 
 def meta_gradient(learner, inputs, labels):
     with tf.GradientTape() as tape:
-        loss = CE(labels, learner(inputs, training=True))
+        loss = cross_entropy(labels, learner(inputs, training=True))
     return [g.numpy() for g in tape.gradient(loss, learner.trainable_variables)]
 
 
@@ -337,7 +338,7 @@ def directional_differences(learner, inputs, labels, eps=1e-6, seed=0):
     The post-adaptation query loss (inner loop included) read anew from the variables; checking `g . d`
     against it covers every entry of a variable with two evaluations.
     """
-    query_loss = tf.function(lambda: CE(labels, learner(inputs, training=False)))
+    query_loss = tf.function(lambda: cross_entropy(labels, learner(inputs, training=False)))
     rng = np.random.default_rng(seed)
     checks = []
     for variable in learner.trainable_variables:
@@ -356,7 +357,7 @@ def directional_differences(learner, inputs, labels, eps=1e-6, seed=0):
 def check_against_differences(grads, checks, paths):
     """Every variable's directional derivative matches; returns how many are far from zero."""
     scale = max(abs(expected) for _, expected in checks)
-    for grad, (direction, expected), path in zip(grads, checks, paths):
+    for grad, (direction, expected), path in zip(grads, checks, paths, strict=True):
         assert abs(np.sum(grad * direction) - expected) < 1e-4 * max(abs(expected), 1e-3 * scale), path
     return sum(abs(expected) > 1e-4 * scale for _, expected in checks)
 
@@ -400,7 +401,7 @@ def test_second_order_maml_meta_gradient_matches_finite_differences(float64, nam
     learner.compile(optimizer=keras.optimizers.SGD(1.0), loss=LOSS)
     before = [v.numpy() for v in learner.trainable_variables]
     learner.train_on_batch(inputs, labels)
-    applied = [old - v.numpy() for old, v in zip(before, learner.trainable_variables)]
+    applied = [old - v.numpy() for old, v in zip(before, learner.trainable_variables, strict=True)]
     check_against_differences(applied, checks, paths)
 
 

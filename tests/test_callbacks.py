@@ -46,7 +46,7 @@ def test_backup_keeps_one_complete_backup_and_resumes_the_stream_after_it(tmp_pa
     # A new process would build a new learner: other initial weights, then the backup's, then epoch 3 on batches 4-5.
     resumed = protonet()
     resumed.fit(sampler.dataset(batch_size=2), None, None, 3, 0, [backup], steps_per_epoch=2)  # callbacks positional
-    for restored, expected in zip(resumed.get_weights(), uninterrupted.get_weights()):
+    for restored, expected in zip(resumed.get_weights(), uninterrupted.get_weights(), strict=True):
         np.testing.assert_array_equal(restored, expected)
     assert sorted(os.listdir(tmp_path / "backup")) == ["epoch-000003", "latest.json"]
 

@@ -67,7 +67,7 @@ def write_cifar_archive(path, drop=(), with_meta=True):
             if part == "train":  # a known image: each pixel's value depends on its row, column and channel
                 images[0] = (np.arange(32)[:, None, None] * 7 + np.arange(32)[None, :, None] * 3
                              + np.array([0, 100, 200])) % 256
-            for label, image in zip(labels, images):
+            for label, image in zip(labels, images, strict=True):
                 expected[FINE[label]].append(image)
             content = {
                 b"data": images.transpose(0, 3, 1, 2).reshape(len(images), 3072),  # CHW rows, as CIFAR stores them
@@ -162,7 +162,7 @@ def test_cifar100_downloads_through_the_real_path_and_round_trips_pixels(tmp_pat
     assert data.images.shape == (total, 32, 32, 3) and data.images.dtype == np.uint8
     assert len(data.fine_names) == len(data.coarse_names) == total
     assert sorted(set(data.fine_names.tolist())) == FINE
-    assert all(COARSE_OF[fine] == coarse for fine, coarse in zip(data.fine_names, data.coarse_names))
+    assert all(COARSE_OF[fine] == coarse for fine, coarse in zip(data.fine_names, data.coarse_names, strict=True))
     # The first train image (class "apple") has known pixels: same values, rows, columns and channels.
     known = expected["apple"][0]
     assert known[1, 0, 0] == 7 and known[0, 1, 0] == 3 and known[0, 0, 1] == 100

@@ -20,8 +20,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "tests", "distributed_runs.py")
 LEARNERS = ["protonet", "protonet_clipped", "matching", "matching_fce", "r2d2", "meta_network",
-            "embedding_meta_network", "maml", "fomaml", "maml_truncated", "maml_recompute", "mamlpp", "meta_sgd", "anil",
-            "reptile", "imaml"]
+            "embedding_meta_network", "maml", "fomaml", "maml_truncated", "maml_recompute", "mamlpp", "meta_sgd",
+            "anil", "reptile", "imaml"]
 RELATIVE_TOLERANCE = 2e-5
 pytestmark = pytest.mark.xdist_group("distributed")  # one test process runs this module's shared runs once
 
@@ -101,7 +101,7 @@ def test_two_workers_end_identical_and_as_one_device(mirrored, workers, name):
     single = np.load(mirrored[0] / f"single_{name}.npz")
     count = len(weights[0].files)
     start, reference = [single[f"arr_{i}"] for i in range(count)], [single[f"arr_{i}"] for i in range(count, 2 * count)]
-    update = max(np.abs(r - s).max() for r, s in zip(reference, start))
+    update = max(np.abs(r - s).max() for r, s in zip(reference, start, strict=True))
     difference = max(np.abs(weights[0][f"arr_{i}"] - reference[i]).max() for i in range(count))
     assert difference <= RELATIVE_TOLERANCE * update
     assert all(report[name]["replicas_identical"] for report in reports)
@@ -142,7 +142,7 @@ def resumed_runs(tmp_path_factory):
         return out, full, killed, backups, resumed
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        return dict(zip(RESUME_CASES, pool.map(case_runs, RESUME_CASES)))
+        return dict(zip(RESUME_CASES, pool.map(case_runs, RESUME_CASES), strict=True))
 
 
 @pytest.mark.parametrize("case", RESUME_CASES, ids=["-".join(case) for case in RESUME_CASES])

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -75,7 +77,7 @@ def test_fixed_episode_set_repeats_and_keeps_every_episode(labelled_ids):
     first = [b[0]["query_x"].numpy() for b in episodes]
     second = [b[0]["query_x"].numpy() for b in episodes]
     assert [len(b) for b in first] == [4, 4, 2]
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -205,7 +207,7 @@ def test_bad_dataset_arguments_raise(labelled_ids):
 
 
 def first_batches(dataset, count):
-    return [batch[0]["support_x"].numpy() for batch, _ in zip(dataset, range(count))]
+    return [batch[0]["support_x"].numpy() for batch in itertools.islice(dataset, count)]
 
 
 def test_episode_stream_resumes_and_splits_without_repeating_a_task(labelled_ids):
@@ -290,7 +292,7 @@ def test_decode_is_checked_before_sampling():
 
 
 def test_encoded_examples_keep_their_trailing_zero_bytes():
-    """Raw buffers decoded with `tf.io.decode_raw`: a list of bytes stays whole; fixed-width bytes arrays are refused."""
+    """Raw buffers decoded with `tf.io.decode_raw`: a list of bytes stays whole; fixed-width arrays are refused."""
     buffers = [bytes([index, 0, 0, 0]) for index in range(1, 9)]  # each ends in zero bytes
     labels = np.repeat(np.arange(4), 2)
 

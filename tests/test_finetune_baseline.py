@@ -72,9 +72,10 @@ def numpy_head(support, labels, queries, head, steps, lr, momentum, weight_decay
             residual = (softmax(scale * unit(support) @ directions) - one_hot) / len(labels)
             d_directions = scale * unit(support).T @ residual
             grads = [(d_directions - directions * (directions * d_directions).sum(0, keepdims=True)) / norms]
-        grads = [g + weight_decay * p for g, p in zip(grads, params)]
-        velocity = grads if velocity is None else [momentum * v + (1 - momentum) * g for v, g in zip(velocity, grads)]
-        params = [p - lr * v for p, v in zip(params, velocity)]
+        grads = [g + weight_decay * p for g, p in zip(grads, params, strict=True)]
+        velocity = grads if velocity is None else [momentum * v + (1 - momentum) * g
+                                                   for v, g in zip(velocity, grads, strict=True)]
+        params = [p - lr * v for p, v in zip(params, velocity, strict=True)]
     if head == "linear":
         return queries @ params[0] + params[1]
     return scale * unit(queries) @ unit(params[0], axis=0)
@@ -226,10 +227,10 @@ def test_fine_tuning_the_backbone_leaves_the_learner_unchanged():
     logits = learner(inputs).numpy()
     learner.predict_on_batch(inputs)
     classifier = learner.adapt(inputs["support_x"][0], inputs["support_y"][0])
-    for after, start in zip(learner.get_weights(), before):
+    for after, start in zip(learner.get_weights(), before, strict=True):
         np.testing.assert_array_equal(after, start)
     tuned = classifier.layers[1].get_weights()  # the classifier's copy of the backbone moved
-    assert max(np.abs(t - w).max() for t, w in zip(tuned, learner.backbone.get_weights())) > 1e-3
+    assert max(np.abs(t - w).max() for t, w in zip(tuned, learner.backbone.get_weights(), strict=True)) > 1e-3
     assert np.abs(logits - frozen(inputs).numpy()).max() > 1e-3
 
 
@@ -271,7 +272,7 @@ def test_fit_on_episodes_says_to_pre_train_on_images_and_labels():
         learner.fit(generator(), epochs=1, steps_per_epoch=1, verbose=0)
     before = [w.copy() for w in learner.get_weights()]
     learner.train_on_batch(np.ones((4, 6), "float32"), np.array([0, 1, 2, 0]))  # images and labels: it trains
-    assert any(np.abs(a - b).max() > 0 for a, b in zip(learner.get_weights(), before))
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(learner.get_weights(), before, strict=True))
 
 
 def test_episodes_of_different_ways_in_turn():
@@ -294,6 +295,6 @@ def test_non_finite_pre_training_step_changes_nothing():
     before = [w.copy() for w in learner.get_weights()]
     with pytest.raises(keras_meta.learners.NonFiniteError, match="non-finite support inputs"):
         learner.train_on_batch(x, np.array([0, 1, 2, 0]))
-    for after, start in zip(learner.get_weights(), before):
+    for after, start in zip(learner.get_weights(), before, strict=True):
         np.testing.assert_array_equal(after, start)
     assert tf.is_tensor(learner(x[:1]))

@@ -90,7 +90,7 @@ def test_fused_batch_norm_gives_keras_outputs_and_moving_statistics(shape):
     assert "FusedBatchNormV3" in {op.type for op in fused.get_concrete_function().graph.get_operations()}
     outputs, new_state = fused()
     np.testing.assert_allclose(outputs.numpy(), expected.numpy(), rtol=1e-4, atol=1e-4)
-    for got, want in zip(new_state, expected_state):
+    for got, want in zip(new_state, expected_state, strict=True):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4)
     assert keras.layers.BatchNormalization.call is BATCH_NORM_CALL  # restored on exit
 

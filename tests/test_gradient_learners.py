@@ -236,7 +236,7 @@ def test_parallel_tasks_change_nothing_but_speed(name):
         results.append((learner.get_weights(), learner.predict_on_batch(inputs)))
     (weights_1, predictions_1), (weights_3, predictions_3) = results
     assert len(weights_1) == len(weights_3) > 0
-    for one, three in zip(weights_1, weights_3):
+    for one, three in zip(weights_1, weights_3, strict=True):
         np.testing.assert_allclose(three, one, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(predictions_3, predictions_1, rtol=1e-5, atol=1e-6)
 
@@ -262,7 +262,7 @@ def test_nan_inner_loss_is_reported():
     before = [w.copy() for w in learner.get_weights()]
     with pytest.raises(learners.NonFiniteError, match="Training step 1 had non-finite support inputs"):
         learner.fit(inputs, labels, epochs=1, batch_size=2, verbose=0)
-    for old, new in zip(before, learner.get_weights()):
+    for old, new in zip(before, learner.get_weights(), strict=True):
         np.testing.assert_array_equal(old, new)
 
 
@@ -291,7 +291,7 @@ def test_inner_gradient_clipping_bounds_each_step():
     learner.compile(loss="mse")
     x, y = np.ones((4, 3), "float32"), np.full((4, 1), 100.0, "float32")
     adapted = learner.adapt(x, y)
-    change = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(adapted.get_weights(), model.get_weights())))
+    change = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(adapted.get_weights(), model.get_weights(), strict=True)))
     np.testing.assert_allclose(change, 0.5, rtol=1e-5)  # lr * clipnorm, the raw gradient is far larger
 
 
@@ -344,7 +344,7 @@ def test_functional_inner_optimizer_makes_the_keras_updates(optimizer):
     for step_grads in grads:
         optimizer.apply([tf.constant(g) for g in step_grads], variables)
         params, state = rule.step(params, [tf.constant(g) for g in step_grads], state)
-    for variable, param, first in zip(variables, params, start):
+    for variable, param, first in zip(variables, params, start, strict=True):
         assert np.abs(variable.numpy() - first).max() > 1e-3  # the steps moved the weights
         np.testing.assert_allclose(param.numpy(), variable.numpy(), rtol=1e-5, atol=1e-6)
 

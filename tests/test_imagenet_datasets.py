@@ -262,7 +262,7 @@ def _tiered_files(root, split="val", names=None, by="description", as_arrays=Tru
     names = names or tiered_imagenet.classes(split)
     file_order = list(reversed(names))
     categories = sorted(set(tiered_imagenet.super_categories(split)))
-    category_of = dict(zip(tiered_imagenet.classes(split), tiered_imagenet.super_categories(split)))
+    category_of = dict(zip(tiered_imagenet.classes(split), tiered_imagenet.super_categories(split), strict=True))
     pixels, image_classes, encoded, specific, general = [], [], [], [], []
     for j in range(PER_CLASS * len(names)):
         number = (j * 7) % len(names)  # classes interleaved
@@ -333,7 +333,7 @@ def test_tiered_imagenet_encoded_episodes_equal_decoded_ones(tiered_val):
     helper = tiered_imagenet.sampler("val", 5, 1, 2, data_dir=root, seed=3)
     assert helper.class_names == tiered_imagenet.classes("val")
     batches = [list(s.dataset(batch_size=2).take(2).as_numpy_iterator()) for s in (lazy, eager, helper)]
-    for (inputs, labels), (want_inputs, want_labels), (helper_inputs, _) in zip(*batches):
+    for (inputs, labels), (want_inputs, want_labels), (helper_inputs, _) in zip(*batches, strict=True):
         assert inputs["support_x"].shape == (2, 5, 84, 84, 3) and inputs["support_x"].dtype == np.float32
         for key in want_inputs:
             np.testing.assert_allclose(inputs[key], want_inputs[key], atol=1e-6)

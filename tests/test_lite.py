@@ -80,6 +80,16 @@ def test_adapted_protonet_and_maml_models_match_keras_in_the_interpreter(episode
     assert_close(lite.LiteModel(lite.export_model(adapted)).predict(query_x), adapted.predict(query_x, verbose=0))
 
 
+def test_adapted_matching_classifier_gives_the_same_logits_in_the_interpreter(episode):
+    inputs, _ = episode
+    support_x, support_y, query_x = inputs["support_x"][0], inputs["support_y"][0], inputs["query_x"][0]
+    keras.utils.set_random_seed(3)
+    learner = keras_meta.learners.MatchingNetwork(keras_meta.models.conv4(filters=8))
+    classifier = learner.adapt(support_x, support_y)
+    expected = classifier.predict(query_x, verbose=0)
+    assert_close(lite.LiteModel(lite.export_model(classifier)).predict(query_x), expected)
+
+
 def test_quantized_variants_are_smaller_and_agree_with_keras(episode):
     inputs, _ = episode
     keras.utils.set_random_seed(0)
@@ -431,7 +441,8 @@ def test_command_line_rejects_bad_adapt_and_calibration_files(small_model_file, 
         (["--adapt", str(tmp_path / "mismatched.npz")], r"one label \(or target\) per support_x example"),
         (["--quantize", "int8", "--calibration-data", str(tmp_path / "missing.npy")], r"missing.npy: no such file"),
         (["--quantize", "int8", "--calibration-data", str(garbage)], r"not a readable .npy or .npz file"),
-        (["--quantize", "int8", "--calibration-data", model], r"not a readable .npy or .npz file \(a zip whose entries"),
+        (["--quantize", "int8", "--calibration-data", model],
+         r"not a readable .npy or .npz file \(a zip whose entries"),
         (["--quantize", "int8", "--calibration-data", str(tmp_path / "empty.npy")], r"expected a numeric array"),
         (["--quantize", "int8", "--calibration-data", str(tmp_path / "wrong_shape.npy")],
          r"examples of shape \(28, 28, 1\), but the model takes inputs of shape \(4,\)"),
@@ -487,3 +498,21 @@ def test_example_classifies_new_characters_in_the_interpreter(tmp_path):
     assert 0.0 <= results["device_accuracy_5w1s"] <= 1.0
     for name in ("prototype_classifier.tflite", "prototype_classifier_int8.tflite"):
         assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_missing_extras_are_named(monkeypatch, small_model_file, tmp_path, capsys):
+    """Without ai-edge-litert (extra `lite`) or tensorflow-datasets (extra `tfds`), the error says what to install."""
+    from keras_meta.datasets import tfds_images
+    from keras_meta.lite import cli
+
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    with pytest.raises(ImportError, match=r'needs ai-edge-litert: install it with `pip install "keras-meta\[lite\]"`'):
+        lite.LiteModel(b"")
+    output = tmp_path / "model.tflite"
+    assert cli.main(["export", str(small_model_file), str(output)]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["signatures"] is None and output.stat().st_size == printed["size_bytes"] > 0
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+    with pytest.raises(ImportError, match=r'needs tensorflow-datasets: install it with `pip install "keras-meta\[tfds'):
+        tfds_images.load("mnist", "train")

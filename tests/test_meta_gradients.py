@@ -1,6 +1,7 @@
 """Meta-gradients checked against independent computations: finite differences and closed forms."""
 
 import contextlib
+import functools
 
 import keras
 import numpy as np
@@ -11,8 +12,7 @@ from keras_meta.learners import ANIL, MAML, MetaSGD, Reptile, iMAML, inner_loop
 from keras_meta.ops import batch_norm as batch_norm_ops
 
 
-
-def CE(labels, logits):
+def cross_entropy(labels, logits):
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64")(labels, logits)
 
 
@@ -52,13 +52,13 @@ def episode(gru=False):
 
 def meta_gradient(learner, inputs, labels):
     with tf.GradientTape() as tape:
-        loss = CE(labels, learner(inputs, training=True))
+        loss = cross_entropy(labels, learner(inputs, training=True))
     return tape.gradient(loss, learner.trainable_variables)
 
 
 def finite_difference(learner, inputs, labels, variable, eps=1e-6):
     """Central differences of the post-adaptation query loss with respect to one variable."""
-    query_loss = tf.function(lambda: CE(labels, learner(inputs, training=False)))  # reads the variables anew
+    query_loss = tf.function(lambda: cross_entropy(labels, learner(inputs, training=False)))  # reads the variables anew
     base = np.array(variable.numpy())  # scalar rates too
     grad = np.zeros_like(base)
     for index in np.ndindex(base.shape):
@@ -92,7 +92,7 @@ def test_second_order_maml_matches_finite_differences(float64, kind):
     inputs, labels = episode(gru=kind == "gru")
     grads = meta_gradient(learner, inputs, labels)
     checked, expected_grads = 0, []
-    for variable, grad in zip(learner.trainable_variables, grads):
+    for variable, grad in zip(learner.trainable_variables, grads, strict=True):
         expected = finite_difference(learner, inputs, labels, variable)
         expected_grads.append(expected)
         if np.abs(expected).max() > 1e-6:  # a bias right before batch normalisation has none
@@ -100,10 +100,11 @@ def test_second_order_maml_matches_finite_differences(float64, kind):
             checked += 1
     assert checked >= len(grads) - 1
     # fit's train_step (one task at a time, gradients averaged) applies the same meta-gradient.
-    learner.compile(optimizer=keras.optimizers.SGD(1.0), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    learner.compile(optimizer=keras.optimizers.SGD(1.0),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     before = [v.numpy() for v in learner.trainable_variables]
     learner.train_on_batch(inputs, labels)
-    for old, variable, expected in zip(before, learner.trainable_variables, expected_grads):
+    for old, variable, expected in zip(before, learner.trainable_variables, expected_grads, strict=True):
         if np.abs(expected).max() > 1e-6:
             assert relative_error(old - variable.numpy(), expected) < 1e-3, variable.path
 
@@ -121,7 +122,7 @@ def test_multi_step_loss_matches_finite_differences_of_the_mean_step_loss(float6
     before = [v.numpy() for v in learner.trainable_variables]
     learner.train_on_batch(inputs, labels)
     checked = 0
-    for old, variable, expected in zip(before, learner.trainable_variables, expected_grads):
+    for old, variable, expected in zip(before, learner.trainable_variables, expected_grads, strict=True):
         if np.abs(expected).max() > 1e-6:
             assert relative_error(old - variable.numpy(), expected) < 1e-3, variable.path
             checked += 1
@@ -170,7 +171,7 @@ def test_fused_batch_norm_meta_gradient_matches_finite_differences():
               "support_y": np.array([[0, 1, 0, 1], [1, 0, 1, 0]], np.int32),
               "query_x": rng.normal(size=(2, 6, 5, 5, 2)).astype("float32")}
     labels = np.array([[0, 1, 1, 0, 1, 0], [1, 0, 0, 1, 0, 1]], np.int32)
-    traced = tf.function(lambda: meta_gradient(learner, inputs, labels)).get_concrete_function()
+    traced = tf.function(functools.partial(meta_gradient, learner, inputs, labels)).get_concrete_function()
     assert {"FusedBatchNormV3", "FusedBatchNormGradV3"} <= op_types(traced)
     grads = [g.numpy() for g in traced()]
 
@@ -184,7 +185,7 @@ def test_fused_batch_norm_meta_gradient_matches_finite_differences():
     learner64.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     inputs64 = {k: v.astype("float64") if v.dtype == np.float32 else v for k, v in inputs.items()}
     checked = 0
-    for variable, grad in zip(learner64.trainable_variables, grads):
+    for variable, grad in zip(learner64.trainable_variables, grads, strict=True):
         expected = finite_difference(learner64, inputs64, labels, variable)
         if np.abs(expected).max() > 1e-6:  # a bias right before batch normalisation has none
             assert relative_error(grad, expected) < 1e-3, variable.path
@@ -197,7 +198,7 @@ def test_meta_sgd_learning_rates_match_finite_differences(float64):
     learner.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     inputs, labels = episode()
     rates = learner.inner_optimizer.learning_rates
-    grads = dict(zip([id(v) for v in learner.trainable_variables], meta_gradient(learner, inputs, labels)))
+    grads = dict(zip([id(v) for v in learner.trainable_variables], meta_gradient(learner, inputs, labels), strict=True))
     for rate in rates[:2]:
         assert relative_error(grads[id(rate)].numpy(), finite_difference(learner, inputs, labels, rate)) < 1e-3
 
@@ -248,7 +249,7 @@ def test_first_order_meta_sgd_learns_its_rates_from_the_first_order_gradient(flo
     with tf.GradientTape() as tape:
         loss = keras.losses.MeanSquaredError(dtype="float64")(targets, learner(inputs, training=True))
     grads = tape.gradient(loss, learner.trainable_variables)
-    rate_grad = [g for g, v in zip(grads, learner.trainable_variables) if "learning_rate" in v.path]
+    rate_grad = [g for g, v in zip(grads, learner.trainable_variables, strict=True) if "learning_rate" in v.path]
     assert len(rate_grad) == 1
     w0, rate = learner.model.get_weights()[0], float(learner.inner_optimizer.learning_rates[0].numpy())
     expected = 0
@@ -343,12 +344,13 @@ def test_recomputed_inner_steps_give_the_same_meta_gradient(float64, name):
     recomputation where it is not (truncation and the multi-step loss, both checked above).
     """
     learner = RECOMPUTED[name]()
-    learner.compile(optimizer=keras.optimizers.SGD(1.0), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    learner.compile(optimizer=keras.optimizers.SGD(1.0),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     inputs, labels = episode()
     before = [v.numpy() for v in learner.trainable_variables]
     learner.train_on_batch(inputs, labels)
-    applied = [old - v.numpy() for old, v in zip(before, learner.trainable_variables)]
-    for variable, old in zip(learner.trainable_variables, before):
+    applied = [old - v.numpy() for old, v in zip(before, learner.trainable_variables, strict=True)]
+    for variable, old in zip(learner.trainable_variables, before, strict=True):
         variable.assign(old)
     if name in ("truncation", "multi_step_loss"):
         plain = learner.get_config()
@@ -358,11 +360,11 @@ def test_recomputed_inner_steps_give_the_same_meta_gradient(float64, name):
         reference.compile(optimizer=keras.optimizers.SGD(1.0),
                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         reference.train_on_batch(inputs, labels)
-        expected_grads = [old - v.numpy() for old, v in zip(before, reference.trainable_variables)]
+        expected_grads = [old - v.numpy() for old, v in zip(before, reference.trainable_variables, strict=True)]
     else:
         expected_grads = [finite_difference(learner, inputs, labels, v) for v in learner.trainable_variables]
     checked = 0
-    for variable, grad, expected in zip(learner.trainable_variables, applied, expected_grads):
+    for variable, grad, expected in zip(learner.trainable_variables, applied, expected_grads, strict=True):
         if np.abs(expected).max() > 1e-6:  # a bias right before batch normalisation has none
             assert relative_error(grad, expected) < 1e-3, variable.path
             checked += 1
@@ -382,10 +384,10 @@ def test_recomputed_inner_steps_keep_the_fused_batch_norm_and_its_meta_gradient(
     for recompute in (False, True):
         learner = MAML(model, inner_learning_rate=0.5, inner_steps=3, recompute_inner_steps=recompute)
         learner.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        traced = tf.function(lambda: meta_gradient(learner, inputs, labels)).get_concrete_function()
+        traced = tf.function(functools.partial(meta_gradient, learner, inputs, labels)).get_concrete_function()
         assert {"FusedBatchNormV3", "FusedBatchNormGradV3"} <= op_types(traced)
         grads[recompute] = [g.numpy() for g in traced()]
-    for plain, recomputed in zip(grads[False], grads[True]):
+    for plain, recomputed in zip(grads[False], grads[True], strict=True):
         np.testing.assert_allclose(recomputed, plain, rtol=1e-4, atol=1e-6)
 
 
@@ -398,7 +400,7 @@ def test_per_step_learning_rates_match_finite_differences(float64):
     rates = learner.inner_optimizer.learning_rates
     assert [tuple(rate.shape) for rate in rates] == [(2,)] * 4
     rates[0].assign([0.3, 0.1])  # the steps' rates differ
-    grads = dict(zip([id(v) for v in learner.trainable_variables], meta_gradient(learner, inputs, labels)))
+    grads = dict(zip([id(v) for v in learner.trainable_variables], meta_gradient(learner, inputs, labels), strict=True))
     for rate in rates:
         expected = finite_difference(learner, inputs, labels, rate)
         assert np.abs(expected).min() > 1e-6  # both steps' rates matter
@@ -420,7 +422,7 @@ def test_annealed_multi_step_loss_matches_finite_differences_of_the_weighted_ste
         expected_grads.append(after_1 / 6 + after_2 / 6 + after_3 * 2 / 3)
     before = [v.numpy() for v in learner.trainable_variables]
     learner.train_on_batch(inputs, labels)
-    for old, variable, expected in zip(before, learner.trainable_variables, expected_grads):
+    for old, variable, expected in zip(before, learner.trainable_variables, expected_grads, strict=True):
         assert relative_error(old - variable.numpy(), expected) < 1e-3, variable.path
 
 
@@ -447,18 +449,19 @@ def test_derivative_order_annealing_is_first_order_then_second_order_in_one_trac
         for _ in range(2):
             before = [v.numpy() for v in learner.trainable_variables]
             learner.train_on_batch(inputs, labels)
-            steps.append([old - v.numpy() for old, v in zip(before, learner.trainable_variables)])
+            steps.append([old - v.numpy() for old, v in zip(before, learner.trainable_variables, strict=True)])
             model.set_weights(start)  # each step from the same weights: the two orders' updates are comparable
         return learner, steps
 
     annealed, (first, second) = updates(first_order_steps=1)
     _, (first_order, _) = updates(first_order=True)
     _, (_, second_order) = updates()
-    for got, expected in zip(first, first_order):
+    for got, expected in zip(first, first_order, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
-    for got, expected in zip(second, second_order):
+    for got, expected in zip(second, second_order, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
-    assert max(relative_error(a, b) for a, b in zip(first_order, second_order) if np.abs(b).max() > 1e-9) > 1e-3
+    errors = [relative_error(a, b) for a, b in zip(first_order, second_order, strict=True) if np.abs(b).max() > 1e-9]
+    assert max(errors) > 1e-3
     assert annealed.traces == 1
 
 
@@ -471,7 +474,7 @@ def test_per_step_batch_norm_weights_match_finite_differences(float64):
     for variable in sets:  # the steps' sets differ
         variable.assign(variable.numpy() + np.random.default_rng(1).normal(scale=0.3, size=(3, 4)))
     inputs, labels = episode()
-    grads = dict(zip([id(v) for v in learner.trainable_variables], meta_gradient(learner, inputs, labels)))
+    grads = dict(zip([id(v) for v in learner.trainable_variables], meta_gradient(learner, inputs, labels), strict=True))
     for variable in learner.trainable_variables:
         expected = finite_difference(learner, inputs, labels, variable)
         if any(variable is s for s in sets):

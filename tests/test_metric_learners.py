@@ -7,7 +7,8 @@ import tensorflow as tf
 
 import keras_meta
 from keras_meta.data import EpisodeSampler
-from keras_meta.learners import EmbeddingMetaNetwork, MatchingNetwork, MetaNetwork, R2D2
+from keras_meta.learners import R2D2, EmbeddingMetaNetwork, MatchingNetwork, MetaNetwork
+from keras_meta.models import SupportClassLogits
 
 
 def linear_backbone(seed=0, dims=(6, 4)):
@@ -84,7 +85,7 @@ def numpy_meta_network(learner, support_emb, support_y, query_emb):
         return (np.maximum(g[..., None] @ a + c, 0.0) @ d + f)[..., 0]
 
     fast1, fast2 = [], []
-    for h, label in zip(support_emb, support_y):  # per-example gradients of the softmax loss, by hand
+    for h, label in zip(support_emb, support_y, strict=True):  # per-example gradients of the softmax loss, by hand
         pre = h @ w1 + b1
         z = np.maximum(pre, 0)
         logits = np.where(np.isin(np.arange(learner.ways), support_y), z @ w2 + b2, -np.inf)  # the task's classes
@@ -94,7 +95,7 @@ def numpy_meta_network(learner, support_emb, support_y, query_emb):
         fast2.append(generator(learner.output_generator, np.outer(z, d_logits)))
     attention = softmax(learner.attention_scale * unit(query_emb @ key) @ unit(support_emb @ key).T)
     out = []
-    for a, h in zip(attention, query_emb):
+    for a, h in zip(attention, query_emb, strict=True):
         w1_fast = np.tensordot(a, np.stack(fast1), 1)
         z = np.maximum(h @ w1 + b1, 0) + np.maximum(h @ w1_fast, 0)
         out.append(z @ w2 + b2 + z @ np.tensordot(a, np.stack(fast2), 1))
@@ -128,7 +129,6 @@ LEARNERS = {
     "embedding_metanet": lambda b: EmbeddingMetaNetwork(b, hidden_units=8),
     "metanet": lambda b: MetaNetwork(b, ways=4, hidden_units=8, key_units=8),
 }
-PROBABILITY_OUTPUTS = ("matching", "matching_fce")  # their adapted classifiers give probabilities
 
 
 def small_conv():
@@ -155,8 +155,7 @@ def test_adapted_classifier_and_reloaded_learner_give_the_learners_outputs(name,
     path = str(tmp_path / "classifier.keras")
     classifier.save(path)
     predictions = keras.saving.load_model(path).predict(inputs["query_x"][0].numpy(), verbose=0)
-    expected = np.exp(outputs[0]) if name in PROBABILITY_OUTPUTS else outputs[0]
-    np.testing.assert_allclose(predictions, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(predictions, outputs[0], rtol=1e-4, atol=1e-4)  # logits, as the learner's
     learner.save(str(tmp_path / "learner.keras"))
     reloaded = keras.saving.load_model(str(tmp_path / "learner.keras"))
     np.testing.assert_allclose(reloaded(inputs).numpy(), outputs, rtol=1e-5, atol=1e-5)
@@ -238,7 +237,7 @@ def test_gradient_clipnorm_bounds_each_update():
     labels = np.zeros((2, 5), "int32")
     before = [v.numpy().copy() for v in learner.trainable_variables]
     learner.fit(inputs, labels, epochs=1, verbose=0)
-    step = np.sqrt(sum(np.sum((v.numpy() - b) ** 2) for v, b in zip(learner.trainable_variables, before)))
+    step = np.sqrt(sum(np.sum((v.numpy() - b) ** 2) for v, b in zip(learner.trainable_variables, before, strict=True)))
     assert 0 < step <= 0.01 + 1e-6
     assert EmbeddingMetaNetwork(linear_backbone()[0]).gradient_clipnorm == 1.0  # the default
     with pytest.raises(ValueError, match="gradient_clipnorm"):
@@ -263,3 +262,46 @@ def test_adapt_refuses_non_finite_support_inputs(name):
     support_x[1, 0] = np.nan
     with pytest.raises(keras_meta.learners.NonFiniteError, match="`support_x` holds NaN or infinite values"):
         learner.adapt(support_x, inputs["support_y"][0])
+
+
+def test_support_class_logits_are_the_log_of_the_attention_mass_per_class(tmp_path):
+    """Against NumPy: log(softmax(s) @ one_hot(labels)); a class without support examples is masked."""
+    rng = np.random.default_rng(0)
+    similarities = rng.normal(scale=3.0, size=(5, 6)).astype("float32")
+    labels = np.array([2, 0, 1, 0, 2, 2])
+    layer = SupportClassLogits(labels, num_classes=4)
+    logits = np.asarray(layer(similarities))
+    attention = np.exp(similarities - similarities.max(1, keepdims=True))
+    attention /= attention.sum(1, keepdims=True)
+    np.testing.assert_allclose(logits[:, :3], np.log(attention @ np.eye(3)[labels]), rtol=1e-5, atol=1e-6)
+    assert np.all(logits[:, 3] == -1e9)
+    far = np.array([[100.0, -100.0, -100.0]], "float32")  # probability exp(-200) underflows; its log does not
+    np.testing.assert_allclose(np.asarray(SupportClassLogits([0, 1, 1])(far))[0, 1], -200.0 + np.log(2.0), rtol=1e-5)
+    model = keras.Sequential([keras.Input((6,)), layer])
+    model.save(tmp_path / "m.keras")
+    np.testing.assert_allclose(keras.saving.load_model(tmp_path / "m.keras").predict(similarities, verbose=0),
+                               logits, rtol=1e-6)
+
+
+@pytest.mark.parametrize("labels, num_classes, message", [
+    ([], None, "non-empty list of integer labels"),
+    ([0, -1], None, "labels >= 0"),
+    ([0.5, 1.0], None, "integer labels"),
+    ([0, 3], 2, r"`num_classes` \(2\) must exceed the largest support label \(3\)"),
+])
+def test_support_class_logits_refuse_bad_labels(labels, num_classes, message):
+    with pytest.raises(ValueError, match=message):
+        SupportClassLogits(labels, num_classes)
+
+
+def test_adapted_matching_classifier_trains_with_logits_losses():
+    """Compiled with `from_logits=True`, its loss is the learner's own query loss."""
+    learner = MatchingNetwork(small_conv())
+    inputs, labels = image_episode()
+    learner.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    outputs = learner(inputs).numpy()[0]
+    classifier = learner.adapt(inputs["support_x"][0].numpy(), inputs["support_y"][0].numpy())
+    classifier.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    loss = classifier.evaluate(inputs["query_x"][0].numpy(), labels[0].numpy(), verbose=0)
+    expected = -np.mean(outputs[np.arange(len(outputs)), labels[0].numpy()])
+    np.testing.assert_allclose(loss, expected, rtol=1e-4)

@@ -6,9 +6,10 @@ from keras_meta import ops
 def test_distances_against_numpy():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(2, 4, 3)), rng.normal(size=(2, 5, 3))
-    expected = np.array([[[np.sum((a - b) ** 2) for b in yb] for a in xb] for xb, yb in zip(x, y)])
+    expected = np.array([[[np.sum((a - b) ** 2) for b in yb] for a in xb] for xb, yb in zip(x, y, strict=True)])
     np.testing.assert_allclose(ops.pairwise_squared_euclidean(x, y).numpy(), expected, rtol=1e-10)
-    cos = np.array([[[a @ b / np.linalg.norm(a) / np.linalg.norm(b) for b in yb] for a in xb] for xb, yb in zip(x, y)])
+    cos = np.array([[[a @ b / np.linalg.norm(a) / np.linalg.norm(b) for b in yb] for a in xb]
+                    for xb, yb in zip(x, y, strict=True)])
     np.testing.assert_allclose(ops.pairwise_cosine_similarity(x, y).numpy(), cos, rtol=1e-10)
     self_sim = ops.pairwise_cosine_similarity(x[0]).numpy()
     np.testing.assert_allclose(np.diag(self_sim), 1.0, rtol=1e-10)

@@ -75,7 +75,8 @@ def test_plot_episode_marks_exactly_the_wrong_predictions():
     queries = image_axes(fig)[WAYS * SHOTS:]
     marked = [to_rgba(ax.title.get_color()) == to_rgba("red") for ax in queries]
     assert marked == wrong.tolist()
-    assert [ax.get_title() for ax in queries] == [f"y={y} pred={p}" for y, p in zip(query_y[0], predictions)]
+    expected = [f"y={y} pred={p}" for y, p in zip(query_y[0], predictions, strict=True)]
+    assert [ax.get_title() for ax in queries] == expected
     framed = [to_rgba(ax.spines["left"].get_edgecolor()) == to_rgba("red") for ax in queries]
     assert framed == wrong.tolist()
 

@@ -139,7 +139,7 @@ def test_query_labels_outside_the_episode_are_refused_in_training(query_y):
     except ValueError as error:
         assert query_y.min() < 0 or query_y.max() > 2
         assert "query labels" in str(error) and "3 ways" in str(error)
-        for old, new in zip(before, learner.get_weights()):
+        for old, new in zip(before, learner.get_weights(), strict=True):
             np.testing.assert_array_equal(old, new)
         return
     assert 0 <= query_y.min() and query_y.max() <= 2 and np.isfinite(loss)

@@ -145,7 +145,8 @@ def test_adapt_returns_plain_classifier(tmp_path):
     np.testing.assert_array_equal(classifier.predict(inputs["query_x"][0], verbose=0), before)
     path = str(tmp_path / "classifier.keras")
     classifier.save(path)
-    np.testing.assert_allclose(keras.saving.load_model(path).predict(inputs["query_x"][0], verbose=0), before, rtol=1e-6)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(reloaded.predict(inputs["query_x"][0], verbose=0), before, rtol=1e-6)
 
 
 def softmax(logits):
@@ -171,7 +172,8 @@ def test_adapted_classifier_loads_without_keras_meta(tmp_path):
     np.save(tmp_path / "x.npy", x[:4])
     code = (
         "import os, sys, numpy as np; os.environ['KERAS_BACKEND'] = 'tensorflow'; import keras; "
-        f"m = keras.saving.load_model({path!r}); print(repr(m.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0).tolist())); "
+        f"m = keras.saving.load_model({path!r}); "
+        f"print(repr(m.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0).tolist())); "
         "assert 'keras_meta' not in sys.modules"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

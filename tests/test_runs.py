@@ -34,7 +34,7 @@ def test_a_run_folder_holds_everything(tmp_path):
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == [
         "epoch001_batch00002.keras", "epoch002_batch00001.keras", "epoch002_batch00003.keras"]
     reloaded = keras.saving.load_model(str(tmp_path / "run" / "checkpoints" / "epoch002_batch00003.keras"))
-    for a, b in zip(reloaded.get_weights(), learner.get_weights()):
+    for a, b in zip(reloaded.get_weights(), learner.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert any(name.startswith("events") for _, _, files in os.walk(tmp_path / "run" / "tensorboard")
                for name in files)

@@ -48,5 +48,6 @@ def test_a_gradient_learner_is_tested_at_its_own_ways_only(tmp_path):
 def test_fewer_than_600_test_episodes_need_saying_so():
     result = run_standard("--dataset", "omniglot_small", "--episodes", "100")
     assert result.returncode == 2 and "at least 600 episodes" in result.stderr
-    result = run_standard("--dataset", "omniglot_small", "--algo", "maml", "--backbone", "resnet12", "--drop-rate", "0.1")
+    result = run_standard("--dataset", "omniglot_small", "--algo", "maml", "--backbone", "resnet12",
+                          "--drop-rate", "0.1")
     assert result.returncode == 2 and "--drop-rate is for the metric learners" in result.stderr

@@ -26,7 +26,7 @@ class FixedTasks(TaskDistribution):
     ([0, 1, 1, 3], [0, 1], "support labels are [0 1 1 3] and its query labels [0 1]"),   # class 2 missing
     ([0, 1, -2, 1], [0, 1], "support labels are [-2 0 1 1]"),                             # below the padding -1
     ([-1, -1, -1, -1], [0, 0], "support labels are [-1 -1 -1 -1]"),                       # nothing labelled
-    ([0, 1, 2, 0], [0, 3], "query labels [0 3]"),                                          # a query class not in support
+    ([0, 1, 2, 0], [0, 3], "query labels [0 3]"),                                         # a query class not in support
     ([0, 1, 2, 0], [-1, 0], "query labels [-1 0]"),
 ])
 def test_tasks_with_invalid_labels_are_refused_when_drawn(support_y, query_y, shown):
@@ -51,7 +51,7 @@ def test_fit_on_a_stream_of_invalid_tasks_raises_the_message():
     stream = FixedTasks([0, 1, 1, 0], [0, 2]).dataset(batch_size=2)
     with pytest.raises(ValueError, match=r"The task's support labels are \[0 0 1 1\] and its query labels \[0 2\]"):
         learner.fit(stream, steps_per_epoch=2, epochs=1, verbose=0)
-    for before, after in zip(weights, learner.get_weights()):
+    for before, after in zip(weights, learner.get_weights(), strict=True):
         np.testing.assert_array_equal(before, after)
 
 
@@ -78,7 +78,7 @@ def test_labels_of_a_shared_label_space():
     shared = learner(episode_labels=False)
     before = [w.copy() for w in shared.get_weights()]
     shared.fit(inputs, query_y, batch_size=2, verbose=0)
-    assert any(not np.array_equal(a, b) for a, b in zip(before, shared.get_weights()))
+    assert any(not np.array_equal(a, b) for a, b in zip(before, shared.get_weights(), strict=True))
     reloaded = keras_meta.learners.MAML.from_config(shared.get_config())
     assert reloaded.episode_labels is False
     outside = dict(inputs, support_y=np.array([[1, 4, 3, 1]] * 2))

@@ -19,7 +19,8 @@ def _serving(examples):
         else:  # images of several sizes
             dataset = tf.data.Dataset.from_generator(
                 lambda: iter(examples),
-                output_signature={"image": tf.TensorSpec([None, None, 3], tf.uint8), "label": tf.TensorSpec([], tf.int64)},
+                output_signature={"image": tf.TensorSpec([None, None, 3], tf.uint8),
+                                  "label": tf.TensorSpec([], tf.int64)},
             )
         if decoders and "image" in decoders:  # SkipDecoding: the encoded image, as stored
             dataset = dataset.map(lambda example: {**example, "image": tf.io.encode_png(example["image"])})
@@ -150,8 +151,9 @@ def test_not_prepared_dataset_says_how_to_prepare_it(tmp_path, monkeypatch):
         raise AssertionError("tried to download")
 
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_download)
-    with pytest.raises(FileNotFoundError, match=rf"TFDS dataset 'mnist' is not prepared in {tmp_path}\. Prepare it "
-                                                rf"once with `tfds build mnist --data_dir={tmp_path}` .*`download=True`"):
+    expected = (rf"TFDS dataset 'mnist' is not prepared in {tmp_path}\. Prepare it "
+                rf"once with `tfds build mnist --data_dir={tmp_path}` .*`download=True`")
+    with pytest.raises(FileNotFoundError, match=expected):
         tfds_images.load("mnist", "train", data_dir=str(tmp_path))
 
 

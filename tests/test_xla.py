@@ -99,7 +99,7 @@ def check_same(make, episodes, evaluate=False):
     if evaluate:  # [loss, accuracy]
         np.testing.assert_allclose(compiled["evaluate"], graph["evaluate"], rtol=RTOL, atol=ATOL)
     assert len(compiled["weights"]) == len(graph["weights"])
-    for after_xla, after_graph in zip(compiled["weights"], graph["weights"]):
+    for after_xla, after_graph in zip(compiled["weights"], graph["weights"], strict=True):
         np.testing.assert_allclose(after_xla, after_graph, rtol=RTOL, atol=ATOL)
     return graph["predictions"], compiled["predictions"]
 

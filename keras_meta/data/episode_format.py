@@ -22,6 +22,13 @@ Example:
 (['query_x', 'support_x', 'support_y'], 0.0)
 """
 
-SUPPORT_X, SUPPORT_Y, QUERY_X = "support_x", "support_y", "query_x"
+SUPPORT_X = "support_x"
+"""The key of the support examples `[B, S, ...]` in an episode's inputs."""
+SUPPORT_Y = "support_y"
+"""The key of the support labels `[B, S]` (int32, `0..N-1` within each task) in an episode's inputs."""
+QUERY_X = "query_x"
+"""The key of the query examples `[B, Q, ...]` in an episode's inputs."""
 PADDING_LABEL = -1
+"""The label of a padded support slot."""
 MASKED_LOGIT = -1e9
+"""The logit of a class with no support example in a task."""

@@ -34,6 +34,7 @@ import tensorflow as tf
 from keras_meta.data.sources import image_decoder  # noqa: F401  (re-exported beside the loaders)
 
 ImageSet = collections.namedtuple("ImageSet", ["images", "labels", "class_names"])
+"""One class split of an image dataset: `images`, integer `labels` and `class_names[label]`."""
 DTYPES = ("float32", "uint8")
 
 

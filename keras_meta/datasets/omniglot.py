@@ -36,15 +36,12 @@ Example:
 
 import collections
 import importlib.resources
-import os
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_meta.data import sources
-from keras_meta.datasets import files
-from keras_meta.datasets import image_sets
+from keras_meta.datasets import files, image_sets
 
 ORIGIN = "https://github.com/brendenlake/omniglot/raw/master/python/"
 SPLITS = {

@@ -113,7 +113,7 @@ def load(
         ValueError: unknown features or classes, images of several sizes
             without `image_size`, or more than `max_examples` examples.
     """
-    import tensorflow_datasets as tfds
+    tfds = _tfds()
 
     image_sets.check_dtype(dtype)
     size = None if image_size is None else sources.check_image_size(image_size)
@@ -189,9 +189,19 @@ def load(
     return image_sets.ImageSet(images, labels.astype(np.int64), class_names)
 
 
+def _tfds():
+    """The `tensorflow_datasets` module, or an `ImportError` naming the extra that installs it."""
+    try:
+        import tensorflow_datasets
+    except ImportError:
+        raise ImportError('keras_meta.datasets.tfds_images needs tensorflow-datasets: install it with '
+                          '`pip install "keras-meta[tfds]"`.') from None
+    return tensorflow_datasets
+
+
 def _check_features(dataset, features, image_key, label_key):
     """The image and `ClassLabel` features, or a `ValueError` listing the example's features."""
-    import tensorflow_datasets as tfds
+    tfds = _tfds()
 
     keys = sorted(features.keys()) if hasattr(features, "keys") else []
     for key, what in ((image_key, "image"), (label_key, "label")):

@@ -324,7 +324,8 @@ class MetaLearner(keras.Model):
             start = max([cb.restored_stream_position() for cb in restorers], default=0)
             for restorer in restorers:
                 restorer.stream_resumed = True
-            if any(isinstance(cb, keras.callbacks.BackupAndRestore) for cb in getattr(callbacks, "callbacks", callbacks)):
+            given = getattr(callbacks, "callbacks", callbacks)
+            if any(isinstance(cb, keras.callbacks.BackupAndRestore) for cb in given):
                 warnings.warn("keras.callbacks.BackupAndRestore starts the episode stream again at its first episode "
                               "when it restores a run; keras_meta.callbacks.BackupAndRestore continues it.",
                               stacklevel=2)

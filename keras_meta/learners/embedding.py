@@ -29,19 +29,23 @@ def check_backbone(backbone):
         )
 
 
-def cosine_attention(inputs, keys, scale, names=("unit_embedding", "support_similarity", "attention")):
-    """`softmax(scale * cos(inputs, keys_i))` from standard Keras layers, with `keys [K, D]` baked in.
+def cosine_similarity(inputs, keys, scale, names=("unit_embedding", "support_similarity")):
+    """`scale * cos(inputs, keys_i)` from standard Keras layers, with `keys [K, D]` baked in.
 
-    `UnitNormalization` -> `Dense` (kernel: the scaled unit keys) -> `Softmax`;
-    used by the `adapt()` classifiers of attention-based learners.
+    `UnitNormalization` -> `Dense` (kernel: the scaled unit keys); used by the
+    `adapt()` classifiers of attention-based learners.
     """
-    unit_name, dense_name, softmax_name = names
+    unit_name, dense_name = names
     similarity = keras.layers.Dense(len(keys), use_bias=False, name=dense_name)
-    unit_inputs = keras.layers.UnitNormalization(name=unit_name)(inputs)
-    attention = keras.layers.Softmax(name=softmax_name)(similarity(unit_inputs))
+    outputs = similarity(keras.layers.UnitNormalization(name=unit_name)(inputs))
     unit_keys = keys / np.maximum(np.linalg.norm(keys, axis=1, keepdims=True), 1e-4)
     similarity.set_weights([scale * unit_keys.T])
-    return attention
+    return outputs
+
+
+def cosine_attention(inputs, keys, scale, names=("unit_embedding", "support_similarity", "attention")):
+    """`softmax(scale * cos(inputs, keys_i))`: `cosine_similarity`, then a `Softmax` layer."""
+    return keras.layers.Softmax(name=names[2])(cosine_similarity(inputs, keys, scale, names[:2]))
 
 
 def mask_absent_classes(logits, counts):
@@ -106,7 +110,7 @@ class EmbeddingMetaLearner(MetaLearner):
         scale = tf.cast(self.optimizer.scale_loss(tf.ones([], loss.dtype)), tf.float32)
         context = tf.distribute.get_replica_context()
         if context is not None and replicas() > 1:  # clip the global gradient (the replicas' sum), not each part
-            gradients = [tf.zeros_like(v) if g is None else g for g, v in zip(gradients, variables)]
+            gradients = [tf.zeros_like(v) if g is None else g for g, v in zip(gradients, variables, strict=True)]
             gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
         gradients, _ = tf.clip_by_global_norm(gradients, self.gradient_clipnorm * scale)  # the unscaled norm
         if replicas() > 1:  # every replica holds the clipped sum; the optimizer sums them again

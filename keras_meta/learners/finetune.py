@@ -110,12 +110,13 @@ def sgd(loss_fn, params, steps, learning_rate, momentum, weight_decay):
             loss = loss_fn(params)
         grads = tape.gradient(loss, params)
         grads = [(tf.zeros_like(p) if g is None else tf.convert_to_tensor(g)) + weight_decay * p
-                 for g, p in zip(grads, params)]
+                 for g, p in zip(grads, params, strict=True)]
         first = tf.equal(step, 0)
         keep = tf.where(first, 0.0, momentum)
         new = tf.where(first, 1.0, 1.0 - momentum)
-        velocity = [tf.cast(keep, v.dtype) * v + tf.cast(new, g.dtype) * g for v, g in zip(velocity, grads)]
-        params = [p - tf.cast(learning_rate, p.dtype) * v for p, v in zip(params, velocity)]
+        velocity = [tf.cast(keep, v.dtype) * v + tf.cast(new, g.dtype) * g
+                    for v, g in zip(velocity, grads, strict=True)]
+        params = [p - tf.cast(learning_rate, p.dtype) * v for p, v in zip(params, velocity, strict=True)]
         return step + 1, params, velocity
 
     velocity = [tf.zeros_like(p) for p in params]

@@ -25,8 +25,14 @@ import tensorflow as tf
 
 from keras_meta.data.checks import integer_argument
 from keras_meta.learners import guard, inner_loop
-from keras_meta.learners.base import (MetaLearner, check_output_labels, check_support_labels, check_support_set,
-                                      replicas, unpack_episode)
+from keras_meta.learners.base import (
+    MetaLearner,
+    check_output_labels,
+    check_support_labels,
+    check_support_set,
+    replicas,
+    unpack_episode,
+)
 from keras_meta.ops import batch_norm
 from keras_meta.ops.functional import clone_model, functional_call
 
@@ -253,7 +259,7 @@ class GradientMetaLearner(MetaLearner):
             loss = loss * replicas()  # compute_loss divides by the replicas; train_step takes the mean itself
         variables = self.trainable_variables
         grads = tape.gradient(loss, variables)  # (ZERO for unconnected ones fails on Keras variables: str dtypes)
-        grads = [tf.zeros(v.shape, v.dtype) if g is None else g for g, v in zip(grads, variables)]
+        grads = [tf.zeros(v.shape, v.dtype) if g is None else g for g, v in zip(grads, variables, strict=True)]
         return grads, predictions, new_state
 
     def task_query_loss(self, support_x, support_y, query_x, query_y, query_weight):
@@ -272,7 +278,7 @@ class GradientMetaLearner(MetaLearner):
                 losses.append(self.compute_loss(y=query_y[None], y_pred=predictions[None],
                                                 sample_weight=query_weight[None], training=True))
         weights = self.trajectory_loss_weights(len(losses))
-        total = tf.add_n([tf.cast(weight, loss.dtype) * loss for weight, loss in zip(weights, losses)])
+        total = tf.add_n([tf.cast(weight, loss.dtype) * loss for weight, loss in zip(weights, losses, strict=True)])
         return total, predictions, new_state
 
     def trajectory_loss_weights(self, count):
@@ -292,7 +298,7 @@ class GradientMetaLearner(MetaLearner):
         """
         context = tf.distribute.get_replica_context()
         synchronize = context is not None and context.num_replicas_in_sync > 1
-        for variable, values in zip(self.model.non_trainable_variables, states):
+        for variable, values in zip(self.model.non_trainable_variables, states, strict=True):
             if variable.dtype in ("float16", "bfloat16", "float32", "float64"):
                 if synchronize:
                     total = tf.reduce_sum(values, axis=0)
@@ -341,7 +347,7 @@ class GradientMetaLearner(MetaLearner):
         with batch_norm.batch_statistics_become_moving(model):
             weights = [tf.convert_to_tensor(v) for v in model.trainable_variables]
             _, state = functional_call(model, weights, support_x, training=True, return_state=True)
-        for variable, value in zip(model.non_trainable_variables, state):
+        for variable, value in zip(model.non_trainable_variables, state, strict=True):
             variable.assign(value)
         return model
 

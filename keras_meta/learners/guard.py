@@ -93,7 +93,7 @@ def snapshot(variables):
 
 def restore_unless(ok, variables, saved):
     """Puts back the values of `saved` where the step is not `ok` (no control flow, so any replica may run it)."""
-    for variable, value in zip(variables, saved):
+    for variable, value in zip(variables, saved, strict=True):
         variable.assign(tf.where(ok, tf.convert_to_tensor(variable), value))
 
 
@@ -104,7 +104,7 @@ def apply_if(ok, optimizer, gradients, variables):
     context under a strategy that merges replicas (an optimizer's update
     cannot run under a replica's own `cond`).
     """
-    pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
+    pairs = [(g, v) for g, v in zip(gradients, variables, strict=True) if g is not None]
     if not optimizer.built:  # variables cannot be created under a condition
         optimizer.build([v for _, v in pairs])
 

@@ -64,7 +64,8 @@ class iMAML(GradientMetaLearner):  # noqa: N801 (the method's name)
 
     def proximal_term(self, start):
         def term(weights):
-            return 0.5 * self.regularization * tf.add_n([tf.reduce_sum(tf.square(w - s)) for w, s in zip(weights, start)])
+            squares = [tf.reduce_sum(tf.square(w - s)) for w, s in zip(weights, start, strict=True)]
+            return 0.5 * self.regularization * tf.add_n(squares)
 
         return term
 
@@ -78,7 +79,7 @@ class iMAML(GradientMetaLearner):  # noqa: N801 (the method's name)
 
         def matvec(vector):
             hessian_vector = inner_loop.hessian_vector_product(support_loss, adapted, vector)
-            return [v + hv / self.regularization for v, hv in zip(vector, hessian_vector)]
+            return [v + hv / self.regularization for v, hv in zip(vector, hessian_vector, strict=True)]
 
         return inner_loop.conjugate_gradient(matvec, query_grads, self.cg_steps)
 

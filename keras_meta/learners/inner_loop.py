@@ -174,7 +174,7 @@ def gradient_descent(loss_fn, weights, steps, learning_rate=None, update_fn=None
         grads = clip_by_global_norm(dense_gradients(tape.gradient(loss, watched), watched), clipnorm)
         if first_order:
             grads = [tf.stop_gradient(g) for g in grads]
-        return [param + update for param, update in zip(params, update_fn(grads, index))]
+        return [param + update for param, update in zip(params, update_fn(grads, index), strict=True)]
 
     current = list(weights)
     trajectory = []
@@ -186,7 +186,7 @@ def gradient_descent(loss_fn, weights, steps, learning_rate=None, update_fn=None
             adapted = recompute_gradient(within_same_batch_norm(functools.partial(step, index)))(*current)
         else:
             adapted = step(index, *current)
-        for i, value in zip(adapted_ids, adapted):
+        for i, value in zip(adapted_ids, adapted, strict=True):
             current[i] = value
         if return_trajectory:
             trajectory.append(step_weights(list(current), index + 1))
@@ -196,12 +196,12 @@ def gradient_descent(loss_fn, weights, steps, learning_rate=None, update_fn=None
 
 def dense_gradients(grads, params):
     """Gradients as dense tensors: embedding lookups give `IndexedSlices`, unused weights `None`."""
-    return [tf.zeros_like(p) if g is None else tf.convert_to_tensor(g) for g, p in zip(grads, params)]
+    return [tf.zeros_like(p) if g is None else tf.convert_to_tensor(g) for g, p in zip(grads, params, strict=True)]
 
 
 def dot(xs, ys):
     """Inner product of two lists of tensors."""
-    return tf.add_n([tf.reduce_sum(x * y) for x, y in zip(xs, ys)])
+    return tf.add_n([tf.reduce_sum(x * y) for x, y in zip(xs, ys, strict=True)])
 
 
 def hessian_vector_product(loss_fn, weights, vector):
@@ -228,9 +228,9 @@ def conjugate_gradient(matvec, b, steps):
     for _ in range(steps):
         ap = matvec(p)
         alpha = tf.math.divide_no_nan(residual, dot(p, ap))
-        x = [xi + alpha * pi for xi, pi in zip(x, p)]
-        r = [ri - alpha * api for ri, api in zip(r, ap)]
+        x = [xi + alpha * pi for xi, pi in zip(x, p, strict=True)]
+        r = [ri - alpha * api for ri, api in zip(r, ap, strict=True)]
         new_residual = dot(r, r)
-        p = [ri + tf.math.divide_no_nan(new_residual, residual) * pi for ri, pi in zip(r, p)]
+        p = [ri + tf.math.divide_no_nan(new_residual, residual) * pi for ri, pi in zip(r, p, strict=True)]
         residual = new_residual
     return x

@@ -86,23 +86,23 @@ class FunctionalOptimizer:
     def _sgd(self, params, grads, slots, rate, _):
         momentum = self.config["momentum"]
         if not momentum:
-            return [p - rate * g for p, g in zip(params, grads)], slots
-        velocities = [momentum * m - rate * g for m, g in zip(slots[0], grads)]
+            return [p - rate * g for p, g in zip(params, grads, strict=True)], slots
+        velocities = [momentum * m - rate * g for m, g in zip(slots[0], grads, strict=True)]
         if self.config["nesterov"]:
-            params = [p + momentum * m - rate * g for p, m, g in zip(params, velocities, grads)]
+            params = [p + momentum * m - rate * g for p, m, g in zip(params, velocities, grads, strict=True)]
         else:
-            params = [p + m for p, m in zip(params, velocities)]
+            params = [p + m for p, m in zip(params, velocities, strict=True)]
         return params, [velocities]
 
     def _adam(self, params, grads, slots, rate, local_step):
         beta_1, beta_2, epsilon = self.config["beta_1"], self.config["beta_2"], self.config["epsilon"]
         alpha = rate * tf.sqrt(1.0 - tf.pow(beta_2, local_step)) / (1.0 - tf.pow(beta_1, local_step))
-        firsts = [m + (g - m) * (1.0 - beta_1) for m, g in zip(slots[0], grads)]
-        seconds = [v + (tf.square(g) - v) * (1.0 - beta_2) for v, g in zip(slots[1], grads)]
+        firsts = [m + (g - m) * (1.0 - beta_1) for m, g in zip(slots[0], grads, strict=True)]
+        seconds = [v + (tf.square(g) - v) * (1.0 - beta_2) for v, g in zip(slots[1], grads, strict=True)]
         new_slots = [firsts, seconds]
         denominators = seconds
         if self.config["amsgrad"]:
-            denominators = [tf.maximum(vhat, v) for vhat, v in zip(slots[2], seconds)]
+            denominators = [tf.maximum(vhat, v) for vhat, v in zip(slots[2], seconds, strict=True)]
             new_slots.append(denominators)
-        params = [p - m * alpha / (tf.sqrt(v) + epsilon) for p, m, v in zip(params, firsts, denominators)]
+        params = [p - m * alpha / (tf.sqrt(v) + epsilon) for p, m, v in zip(params, firsts, denominators, strict=True)]
         return params, new_slots

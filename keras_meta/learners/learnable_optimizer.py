@@ -81,7 +81,7 @@ class LearnableOptimizer(keras.layers.Layer):
         rates = self.learning_rates
         if self.steps is not None:
             rates = [rate[min(step, self.steps - 1)] for rate in rates]
-        return [-tf.cast(rate, g.dtype) * g for rate, g in zip(rates, grads)]
+        return [-tf.cast(rate, g.dtype) * g for rate, g in zip(rates, grads, strict=True)]
 
     def compute_output_spec(self, grads, step=0):
         return grads

@@ -132,7 +132,7 @@ class MAML(GradientMetaLearner):
             self.inner_optimizer = LearnableOptimizer(
                 self.inner_learning_rate, self.learn_inner_learning_rate,
                 steps=max(self.inner_steps, 1) if self.per_step_inner_learning_rates else None, name="inner_optimizer")
-            adapted = [v for v, adapts in zip(self.model.trainable_variables, self.adapt_mask) if adapts]
+            adapted = [v for v, adapts in zip(self.model.trainable_variables, self.adapt_mask, strict=True) if adapts]
             self.inner_optimizer.build_for([v.shape for v in adapted])
         self.built = True
 

@@ -15,7 +15,7 @@ Example:
 ...                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
 ...                 metrics=["sparse_categorical_accuracy"])
 >>> learner.fit(sampler.dataset(batch_size=1), steps_per_epoch=100)  # doctest: +SKIP
->>> classifier = learner.adapt(support_x, support_y)  # images -> class probabilities  # doctest: +SKIP
+>>> classifier = learner.adapt(support_x, support_y)  # images -> class logits  # doctest: +SKIP
 """
 
 import keras
@@ -24,7 +24,8 @@ import tensorflow as tf
 
 from keras_meta.data.episode_format import MASKED_LOGIT
 from keras_meta.learners.base import check_support_set, positive_number
-from keras_meta.learners.embedding import EmbeddingMetaLearner, cosine_attention
+from keras_meta.learners.embedding import EmbeddingMetaLearner, cosine_similarity
+from keras_meta.models.layers import SupportClassLogits
 from keras_meta.ops.functional import clone_model
 from keras_meta.ops.matching import matching_log_probas
 from keras_meta.ops.xla import episode_num_classes
@@ -142,13 +143,15 @@ class MatchingNetwork(EmbeddingMetaLearner):
         return matching_log_probas(query_emb, support_emb, support_y, num_classes, self.cosine_scale)
 
     def adapt(self, support_x, support_y):
-        """A Keras classifier for one task: inputs `[batch, ...]` -> `N` class probabilities.
+        """A Keras classifier for one task: inputs `[batch, ...]` -> `N` class logits.
 
-        The support embeddings (after FCE, if used) are baked into standard
-        layers: cosine attention is `UnitNormalization` + `Dense` + `Softmax`,
-        the class sums a `Dense` layer of one-hot labels. Without FCE the
-        classifier loads without keras-meta; with FCE its query attention
-        LSTM is a keras-meta layer.
+        The logits are the learner's own outputs, the class log-probabilities
+        (`softmax` of them gives the attention mass on each class), as every
+        adapted classifier returns logits. The support embeddings (after FCE,
+        if used) are baked in: `UnitNormalization` + `Dense` give the scaled
+        cosine similarities, `keras_meta.models.SupportClassLogits` the class
+        log-probabilities; with FCE the query attention LSTM is a keras-meta
+        layer too. Loading the classifier needs `import keras_meta`.
         """
         support_x, support_y, num_classes = check_support_set(support_x, support_y)
         embeddings = self.backbone.predict(support_x, verbose=0)[None]
@@ -163,10 +166,8 @@ class MatchingNetwork(EmbeddingMetaLearner):
                                                    name="query_attention_lstm")
             outputs = query_encoder(outputs)
             query_encoder.cell.set_weights(self.query_encoder.cell.get_weights())
-        outputs = cosine_attention(outputs, context, self.cosine_scale)
-        class_sums = keras.layers.Dense(num_classes, use_bias=False, name="class_probabilities")
-        outputs = class_sums(outputs)
-        class_sums.set_weights([np.eye(num_classes, dtype="float32")[support_y]])
+        outputs = cosine_similarity(outputs, context, self.cosine_scale)
+        outputs = SupportClassLogits(support_y, num_classes, name="class_logits")(outputs)
         return keras.Model(inputs, outputs, name="matching_classifier")
 
     def get_config(self):

@@ -90,7 +90,7 @@ class Reptile(GradientMetaLearner):
         with batch_norm.fused_batch_norm():
             adapted = self.adapt_task(weights, state, support_x, support_y, self.inner_steps, True)
             predictions, new_state = self.functional_query(adapted, query_x, state)
-        return [w - a for w, a in zip(weights, adapted)], predictions, new_state
+        return [w - a for w, a in zip(weights, adapted, strict=True)], predictions, new_state
 
     def get_config(self):
         config = super().get_config()
@@ -107,6 +107,6 @@ class Reptile(GradientMetaLearner):
 def with_params(weights, ids, params):
     """`weights` with the entries at `ids` replaced by `params`."""
     weights = list(weights)
-    for i, param in zip(ids, params):
+    for i, param in zip(ids, params, strict=True):
         weights[i] = param
     return weights

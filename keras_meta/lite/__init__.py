@@ -21,8 +21,7 @@ See docs/deploying.md. Example:
 (2, 3)
 """
 
-from keras_meta.lite.export import (QUANTIZATIONS, LiteConversionError, LiteModel, convert_archive,
-                                    export_model)
+from keras_meta.lite.export import QUANTIZATIONS, LiteConversionError, LiteModel, convert_archive, export_model
 from keras_meta.lite.on_device import export_on_device_learner, restore_state, save_state
 from keras_meta.lite.prototype_classifier import export_prototype_classifier
 from keras_meta.lite.quantize import agreement, quantization_report, representative_images

@@ -33,7 +33,7 @@ import zlib
 import numpy as np
 
 
-class BadArgument(ValueError):
+class BadArgumentError(ValueError):
     """A command-line argument the command cannot use: reported in one line, exit status 2."""
 
 
@@ -116,9 +116,9 @@ def load_model(path):
 
 
 def read_arrays(path, option):
-    """The arrays of a `.npy` file (`{"x": array}`) or a `.npz` file; `BadArgument` when unreadable."""
+    """The arrays of a `.npy` file (`{"x": array}`) or a `.npz` file; `BadArgumentError` when unreadable."""
     if not os.path.isfile(path):
-        raise BadArgument(f"{option} {path}: no such file.")
+        raise BadArgumentError(f"{option} {path}: no such file.")
     unreadable = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
     try:
         data = np.load(path)
@@ -127,11 +127,11 @@ def read_arrays(path, option):
         with data:
             arrays = {name: data[name] for name in data.files}
     except unreadable as error:
-        raise BadArgument(f"{option} {path}: not a readable .npy or .npz file ({error}).") from None
+        raise BadArgumentError(f"{option} {path}: not a readable .npy or .npz file ({error}).") from None
     others = [name for name, value in arrays.items() if not isinstance(value, np.ndarray)]
     if others:
-        raise BadArgument(f"{option} {path}: not a readable .npy or .npz file (a zip whose entries {others[:5]} are "
-                          "not .npy arrays).")
+        raise BadArgumentError(f"{option} {path}: not a readable .npy or .npz file (a zip whose entries "
+                               f"{others[:5]} are not .npy arrays).")
     return arrays
 
 
@@ -139,16 +139,16 @@ def read_support(path):
     """`(support_x, support_y)` of an `--adapt` file."""
     arrays = read_arrays(path, "--adapt")
     if not {"support_x", "support_y"} <= set(arrays):
-        raise BadArgument(f"--adapt {path} must be an .npz file with arrays support_x and support_y; "
-                          f"it has {sorted(arrays)}.")
+        raise BadArgumentError(f"--adapt {path} must be an .npz file with arrays support_x and support_y; "
+                               f"it has {sorted(arrays)}.")
     support_x, support_y = arrays["support_x"], arrays["support_y"]
     numeric = all(np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)
                   for a in (support_x, support_y))
     if not numeric or support_x.ndim < 1 or support_y.ndim < 1 or len(support_x) != len(support_y) \
             or not len(support_x):
-        raise BadArgument(f"--adapt {path}: support_y must hold one label (or target) per support_x example; got "
-                          f"support_x of shape {support_x.shape}, dtype {support_x.dtype}, and support_y of shape "
-                          f"{support_y.shape}, dtype {support_y.dtype}.")
+        raise BadArgumentError(f"--adapt {path}: support_y must hold one label (or target) per support_x example; got "
+                               f"support_x of shape {support_x.shape}, dtype {support_x.dtype}, and support_y of shape "
+                               f"{support_y.shape}, dtype {support_y.dtype}.")
     return support_x, support_y
 
 
@@ -160,13 +160,13 @@ def check_support_shape(learner, support_x, path):
         return
     expected, shape = tuple(inputs[0].shape[1:]), support_x.shape[1:]
     if not _shape_matches(shape, expected):
-        raise BadArgument(f"--adapt {path}: support_x examples have shape {shape}, but the learner takes inputs of "
-                          f"shape {expected}.")
+        raise BadArgumentError(f"--adapt {path}: support_x examples have shape {shape}, but the learner takes "
+                               f"inputs of shape {expected}.")
 
 
 def _shape_matches(shape, expected):
     """Whether an example shape fits a model's input shape (`None`: any size)."""
-    return len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape))
+    return len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape, strict=True))
 
 
 def _last_line(error):
@@ -184,22 +184,22 @@ def read_calibration_data(path):
     """The `--calibration-data` array: a `.npy` file, or an `.npz` file's `x` (else its first array)."""
     arrays = read_arrays(path, "--calibration-data")
     if not arrays:
-        raise BadArgument(f"--calibration-data {path}: the .npz file holds no arrays.")
+        raise BadArgumentError(f"--calibration-data {path}: the .npz file holds no arrays.")
     data = arrays["x"] if "x" in arrays else next(iter(arrays.values()))
     if not (np.issubdtype(data.dtype, np.number) or data.dtype == np.bool_) or data.ndim < 1 or len(data) == 0:
-        raise BadArgument(f"--calibration-data {path}: expected a numeric array of inputs [n, ...], got shape "
-                          f"{data.shape} and dtype {data.dtype}.")
+        raise BadArgumentError(f"--calibration-data {path}: expected a numeric array of inputs [n, ...], got shape "
+                               f"{data.shape} and dtype {data.dtype}.")
     return data.astype(np.float32)
 
 
 def calibration_data(args, input_shape, data=None):
     if data is not None:
         if not _shape_matches(data.shape[1:], tuple(input_shape)):
-            raise BadArgument(f"--calibration-data {args.calibration_data}: examples of shape {data.shape[1:]}, "
-                              f"but the model takes inputs of shape {tuple(input_shape)}.")
+            raise BadArgumentError(f"--calibration-data {args.calibration_data}: examples of shape {data.shape[1:]}, "
+                                   f"but the model takes inputs of shape {tuple(input_shape)}.")
         return data
     if tuple(input_shape) != (28, 28, 1):
-        raise BadArgument(f"int8 quantization of inputs of shape {tuple(input_shape)} needs --calibration-data.")
+        raise BadArgumentError(f"int8 quantization of inputs of shape {tuple(input_shape)} needs --calibration-data.")
     from keras_meta.datasets import omniglot
     from keras_meta.lite import representative_images
 
@@ -216,7 +216,7 @@ def export_command(args):
     from keras_meta.learners.base import MetaLearner
 
     if os.path.isdir(args.output):
-        raise BadArgument(f"the output {args.output} is a folder; name the .tflite file to write.")
+        raise BadArgumentError(f"the output {args.output} is a folder; name the .tflite file to write.")
     support = read_support(args.adapt) if args.adapt else None
     quantize = None if args.quantize == "none" else args.quantize
     data = read_calibration_data(args.calibration_data) if args.calibration_data and quantize == "int8" else None
@@ -225,7 +225,7 @@ def export_command(args):
     except (OSError, ValueError, TypeError) as error:
         message = " ".join(str(error).split())
         message = message if args.model in message else f"cannot load {args.model}: {message}"
-        raise BadArgument(message[:500] + (" ..." if len(message) > 500 else "")) from None
+        raise BadArgumentError(message[:500] + (" ..." if len(message) > 500 else "")) from None
     if support is not None:
         if not isinstance(model, MetaLearner):
             print(f"keras-meta export: --adapt needs a learner; {args.model} holds a {type(model).__name__}.",
@@ -235,7 +235,7 @@ def export_command(args):
         try:
             model = model.adapt(*support)
         except (ValueError, tf.errors.InvalidArgumentError) as error:
-            raise BadArgument(f"--adapt {args.adapt}: {_last_line(error)}") from None
+            raise BadArgumentError(f"--adapt {args.adapt}: {_last_line(error)}") from None
     kind = "model"
     if isinstance(model, PrototypicalNetwork) or args.prototype_classifier:
         kind = "prototype_classifier"
@@ -265,8 +265,12 @@ def export_command(args):
         print(f"keras-meta export: {error}", file=sys.stderr)
         return 1
     except ValueError as error:
-        raise BadArgument(str(error)) from None
-    signatures = {name: sig["inputs"] for name, sig in lite.LiteModel(args.output).signatures.items()}
+        raise BadArgumentError(str(error)) from None
+    try:
+        signatures = {name: sig["inputs"] for name, sig in lite.LiteModel(args.output).signatures.items()}
+    except ImportError as error:  # the file is written; only its check in the interpreter is missing
+        print(f"keras-meta export: {error} The file was written but not loaded in the interpreter.", file=sys.stderr)
+        signatures = None
     print(json.dumps({"output": os.path.abspath(args.output), "kind": kind, "quantize": args.quantize,
                       "size_bytes": os.path.getsize(args.output), "signatures": signatures}))
     return 0
@@ -284,7 +288,7 @@ def main(argv=None):
     try:
         if args.command == "export":
             return export_command(args)
-    except BadArgument as error:
+    except BadArgumentError as error:
         ArgumentParser(prog=f"{cli.prog} {args.command}").error(str(error))
     return 2
 

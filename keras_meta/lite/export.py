@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 QUANTIZATIONS = (None, "dynamic", "float16", "int8")
+"""The values of `quantize`: None (float32), dynamic-range, float16 or int8 quantization."""
 
 
 class LiteConversionError(ValueError):
@@ -345,7 +346,11 @@ class LiteModel:
     """
 
     def __init__(self, model, num_threads=None):
-        from ai_edge_litert.interpreter import Interpreter
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise ImportError('keras_meta.lite.LiteModel runs files in the LiteRT interpreter, which needs '
+                              'ai-edge-litert: install it with `pip install "keras-meta[lite]"`.') from None
 
         if isinstance(model, (str, os.PathLike)):
             with open(model, "rb") as f:

@@ -115,7 +115,7 @@ def learning_rates(learner):
         for i in adapted:
             rates[i] = np.float32(learner.inner_learning_rate)
     else:
-        for i, rate in zip(adapted, learner.inner_optimizer.learning_rates):
+        for i, rate in zip(adapted, learner.inner_optimizer.learning_rates, strict=True):
             rates[i] = np.asarray(keras.ops.convert_to_numpy(rate), np.float32)
     return rates
 
@@ -228,7 +228,7 @@ def _named(variables):
 
 def _outputs(variables, values):
     """`{name: value}` of the file's state, from values in the order of `variables`."""
-    value_of = {id(v): value for v, value in zip(variables, values)}
+    value_of = {id(v): value for v, value in zip(variables, values, strict=True)}
     return {name: value_of[id(v)] for name, v in _named(variables)}
 
 
@@ -240,12 +240,12 @@ def _state_functions(variables, initial):
         return {name: tf.identity(v) for name, v in named}
 
     def restore(*values):
-        for (_, v), value in zip(named, values):
+        for (_, v), value in zip(named, values, strict=True):
             v.assign(value)
         return {"restored": tf.constant(len(named), tf.int32)}
 
     def reset():
-        for (_, v), value in zip(named, initial):
+        for (_, v), value in zip(named, initial, strict=True):
             v.assign(value)
         return {"reset": tf.constant(len(named), tf.int32)}
 
@@ -294,7 +294,7 @@ def _head_endpoints(learner, model, steps, batch_norm):
         new_state = []
         if support_stats:
             h, new_state = features(support_x, training=True)
-            for v, value in zip(state, new_state):
+            for v, value in zip(state, new_state, strict=True):
                 v.assign(value)
         else:
             h, _ = features(support_x, training=False)
@@ -348,12 +348,12 @@ def _all_endpoints(learner, model, steps, batch_norm):
                     logits, _ = model.stateless_call(current_weights(values), state0, support_x, training=training)
                     loss = cross_entropy(onehot, logits)
                 grads = clip(inner_loop.dense_gradients(tape.gradient(loss, params), params), clipnorm)
-                for i, g in zip(adapted, grads):
+                for i, g in zip(adapted, grads, strict=True):
                     values[i] = values[i] - rate_tensors[i] * g
             logits, new_state = model.stateless_call(current_weights(values), state0, support_x, training=training)
         for i in adapted:
             weights[i].assign(values[i])
-        for v, value in zip(state, new_state):
+        for v, value in zip(state, new_state, strict=True):
             v.assign(value)
         new_values = [values[i] for i in adapted] + (list(new_state) if support_stats else [])
         return {"loss": cross_entropy(onehot, logits), **_outputs(variables, new_values)}

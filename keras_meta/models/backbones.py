@@ -170,7 +170,7 @@ def wrn28_10(input_shape=(84, 84, 3), depth=28, width=10, num_classes=None, drop
     dropout_rate = rate_argument("dropout_rate", dropout_rate)
     inputs, x = _inputs(input_shape, rescale)
     x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, name="stem_conv")(x)
-    for group, (channels, stride) in enumerate(zip((16 * width, 32 * width, 64 * width), (1, 2, 2)), 1):
+    for group, (channels, stride) in enumerate(zip((16 * width, 32 * width, 64 * width), (1, 2, 2), strict=True), 1):
         for block in range(1, (depth - 4) // 6 + 1):
             prefix = f"group{group}_block{block}"
             strides = stride if block == 1 else 1

@@ -1,4 +1,4 @@
-"""Layers of the few-shot backbones that Keras lacks: `DropBlock`.
+"""Layers that Keras lacks: `DropBlock` for backbones, `SupportClassLogits` for adapted classifiers.
 
 Example:
 
@@ -18,6 +18,7 @@ import numpy as np
 from keras import ops
 
 from keras_meta.data import checks
+from keras_meta.data.episode_format import MASKED_LOGIT
 
 
 def rate_argument(name, value):
@@ -94,3 +95,61 @@ class DropBlock(keras.layers.Layer):
         config.update(rate=self.rate, block_size=self.block_size, seed=self.seed)
         return config
 
+
+
+@keras.saving.register_keras_serializable(package="keras_meta")
+class SupportClassLogits(keras.layers.Layer):
+    """Class log-probabilities from similarities to labelled support examples (Matching Networks' read-out).
+
+    For similarities `s [batch, S]` to the `S` support examples with labels
+    `support_labels`, class `c` gets
+    `log p(c) = logsumexp_{i: y_i = c} s_i - logsumexp_i s_i`, the log of the
+    attention mass `softmax(s)` puts on the class, computed without forming
+    the probabilities (so without underflow). The outputs are logits for
+    `SparseCategoricalCrossentropy(from_logits=True)`; a class without
+    support examples gets `MASKED_LOGIT`.
+
+    Args:
+        support_labels: the support examples' integer labels in `0..N-1`.
+        num_classes: `N`, the number of outputs; by default the largest label + 1.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_meta.models import SupportClassLogits
+    >>> layer = SupportClassLogits([0, 1, 1])
+    >>> s = np.array([[2.0, 0.0, 0.0]], "float32")
+    >>> np.round(np.exp(np.asarray(layer(s), "float64")), 4).tolist()  # softmax(s) = [0.787, 0.107, 0.107]
+    [[0.787, 0.213]]
+    """
+
+    def __init__(self, support_labels, num_classes=None, **kwargs):
+        super().__init__(**kwargs)
+        labels = np.asarray(support_labels)
+        if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+            raise ValueError(f"`support_labels` must be a non-empty list of integer labels >= 0, "
+                             f"got {support_labels!r}.")
+        self.support_labels = [int(label) for label in labels]
+        if num_classes is None:
+            num_classes = int(labels.max()) + 1
+        self.num_classes = checks.integer_argument("num_classes", num_classes)
+        if self.num_classes <= labels.max():
+            raise ValueError(f"`num_classes` ({self.num_classes}) must exceed the largest support label "
+                             f"({labels.max()}).")
+        members = np.eye(self.num_classes, dtype=bool)[labels]  # [S, N]
+        self._member_offsets = np.where(members, 0.0, -np.inf).astype("float32")
+
+    def call(self, similarities):
+        offsets = ops.cast(self._member_offsets, similarities.dtype)
+        per_class = ops.expand_dims(similarities, -1) + offsets  # [batch, S, N]
+        class_scores = ops.logsumexp(per_class, axis=-2)
+        log_p = class_scores - ops.logsumexp(similarities, axis=-1, keepdims=True)
+        return ops.where(ops.isfinite(log_p), log_p, ops.cast(MASKED_LOGIT, log_p.dtype))
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.num_classes)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(support_labels=self.support_labels, num_classes=self.num_classes)
+        return config

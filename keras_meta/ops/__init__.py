@@ -8,10 +8,6 @@ from keras_meta.ops.distances import (
     pairwise_squared_euclidean,
     prototype_logits,
 )
-from keras_meta.ops.hardness import hardness_metric
-from keras_meta.ops.matching import matching_log_probas, matching_loss
-from keras_meta.ops.recompute import recompute_gradient
-from keras_meta.ops.ridge import ridge_regression
 from keras_meta.ops.functional import (
     clone_model,
     clone_weights,
@@ -20,6 +16,10 @@ from keras_meta.ops.functional import (
     magic_box,
     update_weights,
 )
+from keras_meta.ops.hardness import hardness_metric
+from keras_meta.ops.matching import matching_log_probas, matching_loss
+from keras_meta.ops.recompute import recompute_gradient
+from keras_meta.ops.ridge import ridge_regression
 
 __all__ = [
     "class_prototypes",

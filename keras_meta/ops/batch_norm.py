@@ -214,5 +214,5 @@ def batch_statistics_become_moving(model):
     try:
         yield
     finally:
-        for layer, momentum in zip(layers, momenta):
+        for layer, momentum in zip(layers, momenta, strict=True):
             layer.momentum = momentum

@@ -76,7 +76,7 @@ def clone_model(model, weights=None):
                 f"`weights` has {len(weights)} tensors but the model has {len(copy.trainable_variables)} "
                 "trainable variables."
             )
-        for variable, value in zip(copy.trainable_variables, weights):
+        for variable, value in zip(copy.trainable_variables, weights, strict=True):
             variable.assign(value)
     return copy
 
@@ -85,7 +85,7 @@ def update_weights(weights, updates):
     """`weights[i] + updates[i]`, differentiably; an update of `None` leaves a weight as it is."""
     if len(weights) != len(updates):
         raise ValueError(f"{len(weights)} weights but {len(updates)} updates; give one update per weight.")
-    return [w if u is None else w + tf.cast(u, w.dtype) for w, u in zip(weights, updates)]
+    return [w if u is None else w + tf.cast(u, w.dtype) for w, u in zip(weights, updates, strict=True)]
 
 
 def detach_weights(weights):
