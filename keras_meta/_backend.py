@@ -10,7 +10,7 @@ Importing keras-meta changes nothing else: TensorFlow's oneDNN CPU kernels,
 which make training about 2x faster on CPUs where TensorFlow leaves them off
 (those without AVX-512 VNNI/BF16 or AMX), are the user's explicit choice,
 ``TF_ENABLE_ONEDNN_OPTS=1`` in the environment before TensorFlow loads
-(README, "Speed on CPUs"); :func:`onednn_enabled` says whether they are on.
+(README, "Backend and speed on CPUs"); :func:`onednn_enabled` says whether they are on.
 """
 
 import json

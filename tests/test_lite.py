@@ -88,6 +88,9 @@ def test_adapted_matching_classifier_gives_the_same_logits_in_the_interpreter(ep
     classifier = learner.adapt(support_x, support_y)
     expected = classifier.predict(query_x, verbose=0)
     assert_close(lite.LiteModel(lite.export_model(classifier)).predict(query_x), expected)
+    # int8: the similarities and the read-out stay float by default ("head": the last weighted layer and after)
+    int8 = lite.LiteModel(lite.export_model(classifier, quantize="int8", representative_data=support_x))
+    assert lite.agreement(expected, int8.predict(query_x))["argmax_agreement"] >= 0.9
 
 
 def test_quantized_variants_are_smaller_and_agree_with_keras(episode):
@@ -294,6 +297,20 @@ def test_adapting_all_layers_needs_flex_ops_and_is_exact_in_tensorflow(episode, 
     saved.adapt(tf.constant(support_x), tf.constant(support_y))
     logits = saved.infer(tf.constant(query_x))["logits"].numpy()
     assert_close(logits, learner.adapt(support_x, support_y).predict(query_x, verbose=0), 1e-4)
+
+    # batch_norm="moving": two SGD steps on every weight with the moving statistics, written out with Keras.
+    on_device.on_device_archive(learner, adapt_layers="all", batch_norm="moving").write_out(
+        str(tmp_path / "moving"), verbose=False)
+    saved = tf.saved_model.load(str(tmp_path / "moving"))
+    saved.adapt(tf.constant(support_x), tf.constant(support_y))
+    model = keras_meta.ops.clone_model(learner.model)
+    for _ in range(2):
+        with tf.GradientTape() as tape:
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
+                support_y, model(support_x, training=False))
+        for v, g in zip(model.trainable_variables, tape.gradient(loss, model.trainable_variables), strict=True):
+            v.assign_sub(0.5 * g)
+    assert_close(saved.infer(tf.constant(query_x))["logits"].numpy(), model.predict(query_x, verbose=0), 1e-4)
 
 
 # -- errors ------------------------------------------------------------------------------

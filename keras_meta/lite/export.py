@@ -270,10 +270,10 @@ def export_model(model, path=None, quantize=None, representative_data=None, inpu
         input_shape: the shape of one example, for subclassed models without symbolic inputs.
         allow_flex: allow TensorFlow (Flex) ops for layers that have no builtin kernel.
         float_layers: with int8, the layers kept in float: `"head"` (default:
-            the last layer with weights, whose logits decide the prediction;
-            int8 logits lose the small differences between classes, e.g. of a
-            prototype head `2 q.p - |p|^2`), a list of layer names, or `()`
-            for a full-integer file.
+            the last layer with weights and the layers after it, whose logits
+            decide the prediction; int8 logits lose the small differences
+            between classes, e.g. of a prototype head `2 q.p - |p|^2`), a list
+            of layer names, or `()` for a full-integer file.
 
     The file has one signature, `serving_default`, with input `x` (`x0`, `x1`,
     ... for several inputs; batch size dynamic) and output `output`
@@ -298,7 +298,8 @@ def export_model(model, path=None, quantize=None, representative_data=None, inpu
     if check_quantize(quantize) == "int8":
         dataset = representative_dataset(representative_data, [s.name for s in specs])
     if float_layers == "head":
-        float_layers = [layer.name for layer in model.layers if layer.weights][-1:]
+        weighted = [i for i, layer in enumerate(model.layers) if layer.weights]
+        float_layers = [layer.name for layer in model.layers[weighted[-1]:]] if weighted else []
     content = convert_archive(archive, ["serving_default"], quantize, dataset, allow_flex=allow_flex, model=model,
                               float_layers=tuple(float_layers or ()))
     if path is not None:

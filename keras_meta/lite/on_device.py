@@ -353,8 +353,9 @@ def _all_endpoints(learner, model, steps, batch_norm):
             logits, new_state = model.stateless_call(current_weights(values), state0, support_x, training=training)
         for i in adapted:
             weights[i].assign(values[i])
-        for v, value in zip(state, new_state, strict=True):
-            v.assign(value)
+        if support_stats:  # otherwise the statistics stay the meta-trained moving ones
+            for v, value in zip(state, new_state, strict=True):
+                v.assign(value)
         new_values = [values[i] for i in adapted] + (list(new_state) if support_stats else [])
         return {"loss": cross_entropy(onehot, logits), **_outputs(variables, new_values)}
 

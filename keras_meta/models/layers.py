@@ -137,14 +137,16 @@ class SupportClassLogits(keras.layers.Layer):
             raise ValueError(f"`num_classes` ({self.num_classes}) must exceed the largest support label "
                              f"({labels.max()}).")
         members = np.eye(self.num_classes, dtype=bool)[labels]  # [S, N]
-        self._member_offsets = np.where(members, 0.0, -np.inf).astype("float32")
+        # finite offsets (no -inf constant: int8 calibration and gradients stay finite)
+        self._member_offsets = np.where(members, 0.0, MASKED_LOGIT).astype("float32")
+        self._present = members.any(axis=0)  # [N]
 
     def call(self, similarities):
         offsets = ops.cast(self._member_offsets, similarities.dtype)
         per_class = ops.expand_dims(similarities, -1) + offsets  # [batch, S, N]
         class_scores = ops.logsumexp(per_class, axis=-2)
         log_p = class_scores - ops.logsumexp(similarities, axis=-1, keepdims=True)
-        return ops.where(ops.isfinite(log_p), log_p, ops.cast(MASKED_LOGIT, log_p.dtype))
+        return ops.where(self._present, log_p, ops.cast(MASKED_LOGIT, log_p.dtype))
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.num_classes)
