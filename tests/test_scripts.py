@@ -473,8 +473,8 @@ def test_sampler_benchmark_reports_every_setting():
 
 
 def test_lite_benchmark_files_agree_with_keras(tmp_path):
-    results = last_json_line(run_script("benchmarks/lite.py", "--steps", "20", "--episodes", "6",
-                                        "--calibration-episodes", "2", "--latency-repeats", "2"))
+    results = last_json_line(run_script("benchmarks/lite.py", "--steps", "10", "--episodes", "4",
+                                        "--calibration-episodes", "1", "--latency-repeats", "1"))
     assert results["protonet_acc_keras"] > 0.35  # chance: 0.2
     for variant, row in results["protonet"].items():
         assert row["size_bytes"] > 0 and row["latency_ms"] > 0, variant
