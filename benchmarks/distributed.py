@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 
+from recording import add_results_argument, record  # noqa: E402
 from throughput import resident_kib
 
 WORKLOADS = {
@@ -191,6 +192,7 @@ def run_config(name, config, args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_results_argument(parser)
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"some of {','.join(WORKLOADS)}")
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"some of {','.join(CONFIGS)}")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (tracing, caches)")
@@ -236,7 +238,7 @@ def main(argv=None):
                 if config != "one_device":
                     results[f"{name}_{config}_scaling_efficiency"] = round(
                         results[f"{name}_{config}_tasks_per_s"] / (REPLICAS[config] * single), 3)
-    print(json.dumps(results))
+    print(json.dumps(record("distributed", results, args.results_dir)))
 
 
 if __name__ == "__main__":

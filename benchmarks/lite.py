@@ -35,6 +35,8 @@ from keras_meta.data import EpisodeSampler  # noqa: E402
 from keras_meta.datasets import omniglot  # noqa: E402
 from keras_meta.evaluation import evaluate_few_shot  # noqa: E402
 
+from recording import add_results_argument, record  # noqa: E402
+
 ROTATIONS = (0, 90, 180, 270)
 VARIANTS = (None, "float16", "dynamic", "int8")
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -42,6 +44,7 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_results_argument(parser)
     parser.add_argument("--steps", type=int, help="meta-training steps of both learners (default: ProtoNet 300, "
                                                   "MAML 150)")
     parser.add_argument("--protonet", help="a saved PrototypicalNetwork (.keras) instead of training one")
@@ -159,7 +162,7 @@ def main():
     with tempfile.TemporaryDirectory() as directory:
         results["protonet"] = protonet_variants(protonet, tasks, calibration, directory, args)
         results["maml"] = maml_variants(maml, tasks, calibration, directory, args)
-    print(json.dumps(results))
+    print(json.dumps(record("lite", results, args.results_dir)))
 
 
 if __name__ == "__main__":

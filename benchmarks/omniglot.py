@@ -10,6 +10,13 @@ Tagalog). Prints one JSON line.
     python benchmarks/omniglot.py --algo protonet --flips --steps 4000
     python benchmarks/omniglot.py --train-splits small1,small2 --save final.keras  # train only
     python benchmarks/omniglot.py --algo mamlpp --flips  # MAML++ (keras_meta.learners.MAMLPlusPlus)
+    python benchmarks/omniglot.py --algo finetune-cosine  # Baseline++ (keras_meta.learners.FineTuneBaseline)
+
+`--algo finetune` (Baseline) and `finetune-cosine` (Baseline++) are the transfer
+baseline of Chen et al. 2019: `--steps` steps of ordinary classification over
+every training class (each rotation, and with `--flips` each mirror image, a
+class of its own; batches of `--meta-batch` images, 64 by default), then a new
+linear or cosine head fitted to each test task's support set.
 """
 
 import argparse
@@ -29,6 +36,8 @@ from keras_meta.data import EpisodeSampler  # noqa: E402
 from keras_meta.datasets import omniglot  # noqa: E402
 from keras_meta.evaluation import evaluate_few_shot  # noqa: E402
 
+from recording import add_results_argument, record  # noqa: E402
+
 ROTATIONS = (0, 90, 180, 270)
 
 
@@ -47,18 +56,24 @@ def backbone(args):
     ], name="augmented_conv4")
 
 
+def whole_class_data(train, args):
+    """Every training image under every rotation (and with --flips mirrored), each transform of a class a class."""
+    classes = int(train.labels.max()) + 1
+    originals = [train.images, train.images[:, :, ::-1]] if args.flips else [train.images]
+    images = np.concatenate([np.rot90(x, r // 90, axes=(1, 2)) for x in originals for r in ROTATIONS])
+    transforms = len(originals) * len(ROTATIONS)
+    labels = np.concatenate([train.labels + i * classes for i in range(transforms)])
+    return images, labels, classes * transforms
+
+
 def pretrain(encoder, train, args):
     """Whole-class pre-training of a metric learner's backbone: a softmax classifier over every training class.
 
     The rotations (and with --flips the mirror images) are new classes here too; the dense head is dropped
     afterwards.
     """
-    classes = int(train.labels.max()) + 1
-    originals = [train.images, train.images[:, :, ::-1]] if args.flips else [train.images]
-    images = np.concatenate([np.rot90(x, r // 90, axes=(1, 2)) for x in originals for r in ROTATIONS])
-    transforms = len(originals) * len(ROTATIONS)
-    labels = np.concatenate([train.labels + i * classes for i in range(transforms)])
-    classifier = keras.Sequential([encoder, keras.layers.Dense(classes * transforms)])
+    images, labels, classes = whole_class_data(train, args)
+    classifier = keras.Sequential([encoder, keras.layers.Dense(classes)])
     steps = args.pretrain_epochs * int(np.ceil(len(images) / 64))
     classifier.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-3, steps, alpha=0.05)),
                        keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
@@ -109,10 +124,14 @@ ALGOS = {
                                                            **gradient_options(args)),
     "imaml": lambda args: keras_meta.learners.iMAML(classifier(args), regularization=args.regularization,
                                                    cg_steps=args.cg_steps, **gradient_options(args)),
+    "finetune": lambda args: keras_meta.learners.FineTuneBaseline(backbone(args), num_classes=args.whole_classes),
+    "finetune-cosine": lambda args: keras_meta.learners.FineTuneBaseline(backbone(args), head="cosine",
+                                                                       num_classes=args.whole_classes),
     "reptile": lambda args: keras_meta.learners.Reptile(
         classifier(args), inner_optimizer=keras.optimizers.Adam(args.inner_lr, beta_1=0.0),
         inner_steps=args.inner_steps, eval_inner_steps=args.eval_inner_steps),
 }
+FINETUNE = ("finetune", "finetune-cosine")  # trained on whole classes, not episodes
 METRIC_BASED = ("protonet", "matching", "r2d2", "metanet", "metanet-embedding")
 # Settings that differ from the command-line defaults, per algorithm (a flag given explicitly wins).
 DEFAULTS = {
@@ -121,6 +140,8 @@ DEFAULTS = {
     "r2d2": {},
     "metanet": {},
     "metanet-embedding": {},
+    "finetune": dict(meta_batch=64, steps=3000),
+    "finetune-cosine": dict(meta_batch=64, steps=3000),
     "maml": dict(train_ways=5, train_queries=5, meta_batch=16, steps=1500, inner_lr=0.4, inner_steps=1,
                  eval_inner_steps=3),
     "fomaml": dict(train_ways=5, train_queries=5, meta_batch=16, steps=1500, inner_lr=0.4, inner_steps=1,
@@ -140,6 +161,7 @@ DEFAULTS = {
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_results_argument(parser)
     parser.add_argument("--algo", choices=sorted(ALGOS), default="protonet")
     parser.add_argument("--train-splits", default="small1", help="comma-separated bundled or downloaded splits")
     parser.add_argument("--train-ways", type=int, default=20, help="(gradient-based learners: also the eval ways)")
@@ -188,14 +210,17 @@ def parse_args():
     for name, value in DEFAULTS[args.algo].items():
         if name not in explicit:
             setattr(args, name, value)
-    if args.algo not in METRIC_BASED and (args.spatial_embedding or args.pretrain_epochs):
-        parser.error(f"--spatial-embedding and --pretrain-epochs are for the metric learners "
+    if args.algo not in METRIC_BASED + FINETUNE and args.spatial_embedding:
+        parser.error(f"--spatial-embedding is for the metric learners and the fine-tuning baseline, "
+                     f"not --algo {args.algo}.")
+    if args.algo not in METRIC_BASED and args.pretrain_epochs:
+        parser.error(f"--pretrain-epochs is for the metric learners "
                      f"({', '.join(METRIC_BASED)}), not --algo {args.algo}.")
     if (args.fce or args.cosine_scale is not None) and args.algo != "matching":
         parser.error(f"--fce and --cosine-scale are for --algo matching, not --algo {args.algo}.")
     if args.parallel_tasks < 1 or (args.intra_op_threads is not None and args.intra_op_threads < 1):
         parser.error("--parallel-tasks and --intra-op-threads must be at least 1.")
-    if args.parallel_tasks != 1 and args.algo in METRIC_BASED + ("reptile",):
+    if args.parallel_tasks != 1 and args.algo in METRIC_BASED + FINETUNE + ("reptile",):
         parser.error(f"--parallel-tasks is for the learners that adapt several tasks at once, not --algo {args.algo}.")
     if args.recompute_inner_steps and args.algo not in SECOND_ORDER_ALGOS:
         parser.error(f"--recompute-inner-steps is for {', '.join(SECOND_ORDER_ALGOS)}, not --algo {args.algo}.")
@@ -214,6 +239,12 @@ def main():
         train.images, train.labels, ways=args.train_ways, shots=args.train_shots,
         queries=args.train_queries, rotations=ROTATIONS, flips=args.flips, seed=args.seed,
     )
+    if args.algo in FINETUNE:
+        images, labels, args.whole_classes = whole_class_data(train, args)
+        training_data = (tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(len(images), seed=args.seed)
+                         .repeat().batch(args.meta_batch).prefetch(2))
+    else:
+        training_data = sampler.dataset(batch_size=args.meta_batch)
     learner = ALGOS[args.algo](args)
     if args.optimizer == "sgd":  # Reptile's meta step size, annealed linearly to 0
         schedule = keras.optimizers.schedules.PolynomialDecay(args.learning_rate, args.steps, 0.0)
@@ -230,10 +261,10 @@ def main():
     start = time.perf_counter()
     if args.pretrain_epochs:
         pretrain(learner.backbone, train, args)
-    learner.fit(sampler.dataset(batch_size=args.meta_batch), epochs=epochs,
+    learner.fit(training_data, epochs=epochs,
                 steps_per_epoch=args.steps // epochs, verbose=args.verbose)
     results = {"algo": args.algo, "train_splits": args.train_splits, "train_ways": args.train_ways,
-               "train_classes": sampler.num_classes, "train_steps": args.steps,
+               "train_classes": sampler.num_classes, "train_steps": args.steps, "eval_episodes": args.eval_episodes,
                "onednn": keras_meta.onednn_enabled(),
                "train_seconds": round(time.perf_counter() - start, 1)}
     if args.save:
@@ -242,7 +273,7 @@ def main():
         results["saved"] = os.path.abspath(args.save)
     if test is not None:
         results["test_alphabets"] = sorted(set(test.alphabets.tolist()))
-        for ways in (5, 20) if args.algo in METRIC_BASED else (args.train_ways,):
+        for ways in (5, 20) if args.algo in METRIC_BASED + FINETUNE else (args.train_ways,):
             start = time.perf_counter()
             score = evaluate_few_shot(learner, test.images, test.labels, ways, shots=1, queries=args.eval_queries,
                                       num_episodes=args.eval_episodes, seed=args.seed + 1,
@@ -252,7 +283,7 @@ def main():
             seconds = time.perf_counter() - start
             results[f"eval_seconds_{ways}w1s"] = round(seconds, 1)
             results[f"infer_ms_per_episode_{ways}w1s"] = round(1000 * seconds / args.eval_episodes, 2)
-    print(json.dumps(results))
+    print(json.dumps(record("omniglot", results, args.results_dir)))
 
 
 if __name__ == "__main__":

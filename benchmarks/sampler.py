@@ -16,6 +16,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # TensorFlow's oneDNN CPU k
 from keras_meta.data import EpisodeSampler  # noqa: E402
 from keras_meta.datasets import omniglot  # noqa: E402
 
+from recording import add_results_argument, record  # noqa: E402
+
 SETTINGS = {"5w1s15q_b32": (5, 1, 15, 32), "20w5s15q_b1": (20, 5, 15, 1), "20w1s15q_b32": (20, 1, 15, 32),
             "var5-20w1-5s10q_b8": ((5, 20), (1, 5), 10, 8)}
 
@@ -32,6 +34,7 @@ def episodes_per_second(sampler, batch_size, seconds):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
+    add_results_argument(parser)
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
     data = omniglot.load("small1")
@@ -40,7 +43,7 @@ def main():
         sampler = EpisodeSampler(data.images, data.labels, ways=ways, shots=shots, queries=queries,
                                  rotations=(0, 90, 180, 270), seed=0)
         results[f"{name}_episodes_per_s"] = round(episodes_per_second(sampler, batch_size, args.seconds), 1)
-    print(json.dumps(results))
+    print(json.dumps(record("sampler", results, args.results_dir)))
 
 
 if __name__ == "__main__":

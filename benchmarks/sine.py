@@ -21,9 +21,12 @@ import keras  # noqa: E402
 import keras_meta  # noqa: E402
 from keras_meta.datasets.sine import SinusoidTasks  # noqa: E402
 
+from recording import add_results_argument, record  # noqa: E402
+
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_results_argument(parser)
     parser.add_argument("--steps", type=int, default=20000, help="meta-training steps")
     parser.add_argument("--meta-batch", type=int, default=25)
     parser.add_argument("--train-shots", type=int, default=10)
@@ -63,7 +66,7 @@ def main():
     learner.eval_inner_steps = 0
     results["mse_0step"] = round(float(learner.evaluate(test.dataset(batch_size=100, num_episodes=args.eval_tasks),
                                                         verbose=0)), 4)
-    print(json.dumps(results))
+    print(json.dumps(record("sine", results, args.results_dir)))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ from keras_meta.data.sources import image_decoder  # noqa: E402
 from keras_meta.datasets import cifar_fs, cub, fc100, mini_imagenet, omniglot, tiered_imagenet  # noqa: E402
 from keras_meta.evaluation import evaluate_few_shot  # noqa: E402
 
+from recording import add_results_argument, record  # noqa: E402
+
 ROTATIONS = (0, 90, 180, 270)
 
 
@@ -105,6 +107,7 @@ def learner_for(args, input_shape):
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_results_argument(parser)
     parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
     parser.add_argument("--algo", choices=METRIC + GRADIENT, default="protonet")
     parser.add_argument("--backbone", choices=["conv4", "resnet12", "wrn28_10"], default="conv4")
@@ -196,7 +199,7 @@ def main():
         results[f"acc_{ways}w{shots}s"] = round(score.accuracy, 4)
         results[f"ci95_{ways}w{shots}s"] = round(score.ci95, 4)
         results[f"eval_seconds_{ways}w{shots}s"] = round(time.perf_counter() - start, 1)
-    print(json.dumps(results))
+    print(json.dumps(record("standard", results, args.results_dir)))
 
 
 if __name__ == "__main__":

@@ -56,6 +56,8 @@ import subprocess
 import sys
 import time
 
+from recording import add_results_argument, record  # noqa: E402
+
 WORKLOADS = {  # `recompute`: MAML's recompute_inner_steps (learn2learn has no such option: no peer run)
     "maml_k1": dict(algo="maml", steps=1, ways=5, shots=1, queries=15, meta_batch=32),
     "maml_k5": dict(algo="maml", steps=5, ways=5, shots=1, queries=15, meta_batch=32),
@@ -193,6 +195,7 @@ def run_peer(python, name, iters):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_results_argument(parser)
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=10)
@@ -230,7 +233,7 @@ def main():
         parser.error(f"unknown workloads {unknown}; choose from {sorted(WORKLOADS)}")
     for name in names:
         results.update(measure_workload(name, args))
-    print(json.dumps(with_recompute_ratio(results)))
+    print(json.dumps(record("throughput", with_recompute_ratio(results), args.results_dir)))
 
 
 def with_recompute_ratio(results):

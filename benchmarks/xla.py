@@ -31,6 +31,8 @@ import tensorflow as tf  # noqa: E402
 from keras_meta import learners  # noqa: E402
 from keras_meta.models import conv4  # noqa: E402
 
+from recording import add_results_argument, record  # noqa: E402
+
 WAYS, SHOTS, QUERIES, META_BATCH, POOL = 5, 1, 5, 4, 16
 
 
@@ -118,6 +120,7 @@ def device_info():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_results_argument(parser)
     parser.add_argument("--learners", default=",".join(LEARNERS), help=f"comma-separated, from {list(LEARNERS)}")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per learner and mode")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (tracing, XLA compiling)")
@@ -142,7 +145,7 @@ def main():
                         f"{name}_xla_vs_graph": round(xla / graph, 2),
                         f"{name}_warmup_seconds": round(graph_warmup, 1),
                         f"{name}_xla_warmup_seconds": round(xla_warmup, 1)})
-    print(json.dumps(results))
+    print(json.dumps(record("xla", results, args.results_dir)))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # TensorFlow's oneDNN CPU kernels: set before it loads
+# benchmark scripts run by the tests record their JSON lines here, never in benchmarks/results/
+os.environ["KERAS_META_RESULTS_DIR"] = tempfile.mkdtemp(prefix="keras-meta-results-")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

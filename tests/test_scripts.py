@@ -54,6 +54,17 @@ def test_omniglot_benchmark_prints_one_json_line(tmp_path):
     assert os.path.exists(save)
 
 
+def test_omniglot_benchmark_runs_the_fine_tuning_baseline(tmp_path):
+    save = str(tmp_path / "baseline.keras")
+    results = last_json_line(run_script("benchmarks/omniglot.py", "--algo", "finetune-cosine", "--steps", "100",
+                                        "--eval-episodes", "10", "--save", save, "--verbose", "0"))
+    assert results["algo"] == "finetune-cosine" and results["train_steps"] == 100
+    assert results["acc_5w1s"] > 0.35 and results["acc_20w1s"] > 0.15  # chance: 0.2 and 0.05
+    reloaded = keras.saving.load_model(save)
+    assert type(reloaded).__name__ == "FineTuneBaseline" and reloaded.head == "cosine"
+    assert reloaded.num_classes == 136 * 4  # every rotation of every small1 character is a class
+
+
 def test_final_model_run_only_trains(tmp_path):
     out = run_script("benchmarks/omniglot.py", "--train-splits", "small1,small2", "--steps", "5",
                      "--save", str(tmp_path / "final.keras"), "--verbose", "0")
@@ -64,7 +75,7 @@ def test_final_model_run_only_trains(tmp_path):
 def test_omniglot_benchmark_rejects_metric_learner_flags_for_gradient_learners():
     result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/omniglot.py"), "--algo", "maml",
                              "--pretrain-epochs", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 2 and "are for the metric learners" in result.stderr
+    assert result.returncode == 2 and "--pretrain-epochs is for the metric learners" in result.stderr
     result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/omniglot.py"), "--algo", "reptile",
                              "--multi-step-loss"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 2 and "--multi-step-loss is for maml" in result.stderr
@@ -342,14 +353,17 @@ def test_metric_learners_example_gives_r2d2_the_wide_embedding(tmp_path):
 
 
 def test_comparison_script_runs_missing_learners_and_writes_the_table(tmp_path):
-    results, table = tmp_path / "results.jsonl", tmp_path / "comparison.md"
+    results, table = tmp_path / "omniglot.jsonl", tmp_path / "comparison.md"
     options = "--steps 2 --eval-episodes 4"  # a row is named by its algorithm and its settings
     results.write_text(json.dumps({"algo": "maml", "options": options, "train_ways": 5, "train_steps": 2,
                                    "train_seconds": 1.0, "acc_5w1s": 0.5, "ci95_5w1s": 0.01}) + "\n")
-    out = last_json_line(run_script("benchmarks/compare.py", "--algos", "maml,r2d2", "--results", str(results),
+    out = last_json_line(run_script("benchmarks/compare.py", "--algos", "maml,r2d2", "--results-dir", str(tmp_path),
                                     "--table", str(table), "--steps", "2", "--eval-episodes", "4"))
     lines = results.read_text().splitlines()
     assert [json.loads(line)["algo"] for line in lines] == ["maml", "r2d2"]  # maml had a result: not rerun
+    recorded = json.loads(lines[-1])
+    assert recorded["command"] == f"python benchmarks/omniglot.py --algo r2d2 --verbose 0 {options}"
+    assert recorded["options"] == options and recorded["cpu"].startswith(f"{os.cpu_count()} cores")
     assert [row["learner"] for row in out["rows"]] == [f"r2d2 {options}", f"maml {options}"]
     assert [row["onednn"] for row in out["rows"]] == ["on", "off"]  # the stored maml row has no oneDNN flag
     text = table.read_text()
@@ -464,12 +478,28 @@ def test_xla_benchmark_rejects_bad_learners_steps_and_warmup():
         assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
 
 
-def test_sampler_benchmark_reports_every_setting():
-    results = last_json_line(run_script("benchmarks/sampler.py", "--seconds", "0.5"))
+def test_sampler_benchmark_reports_every_setting_and_records_its_line(tmp_path):
+    results = last_json_line(run_script("benchmarks/sampler.py", "--seconds", "0.5", "--results-dir", str(tmp_path)))
     sampler = import_benchmark("sampler")
     assert results["benchmark"] == "sampler"
     for name, (_, _, _, batch_size) in sampler.SETTINGS.items():
         assert results[f"{name}_episodes_per_s"] >= batch_size, name  # at least one batch counted
+    # the printed line is the recorded one, with where and when it ran
+    recorded = [json.loads(line) for line in (tmp_path / "sampler.jsonl").read_text().splitlines()]
+    assert recorded == [results]
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    if head.returncode == 0:  # a git checkout
+        assert results["commit"].split("+")[0] == head.stdout.strip()
+    assert results["command"] == "python benchmarks/sampler.py --seconds 0.5 --results-dir " + str(tmp_path)
+    assert results["cpu"].startswith(f"{os.cpu_count()} cores") and len(results["date"]) == 10
+
+
+def test_benchmarks_record_nothing_in_the_repository_during_tests():
+    assert os.environ["KERAS_META_RESULTS_DIR"] != os.path.join(ROOT, "benchmarks", "results")
+    recording = import_benchmark("recording")
+    assert recording.default_results_dir() == os.environ["KERAS_META_RESULTS_DIR"]
+    assert recording.record("nothing", {"a": 1}, "")["a"] == 1  # '' prints without recording
+    assert not os.path.exists(os.path.join(os.environ["KERAS_META_RESULTS_DIR"], "nothing.jsonl"))
 
 
 def test_lite_benchmark_files_agree_with_keras(tmp_path):
