@@ -83,6 +83,7 @@ def table(results):
                      "train_steps": r.get("train_steps", "-"), "train_seconds": r.get("train_seconds", "-"),
                      "infer_ms": r.get(f"infer_ms_per_episode_{ways}w1s", "-"), "cpu": r.get("cpu", "-"),
                      "onednn": "on" if r.get("onednn") else "off"})
+
     def section(row):
         if row["onednn"] == "off":
             return (2, "Before oneDNN (older versions of the library)")

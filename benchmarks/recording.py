@@ -16,6 +16,7 @@ A recorded line carries, besides the script's own keys, the `date` (UTC), the
 prints the line without recording it.
 """
 
+import argparse
 import datetime
 import json
 import os
@@ -32,8 +33,23 @@ def default_results_dir():
     return os.environ.get("KERAS_META_RESULTS_DIR", DEFAULT_DIR)
 
 
+def writable_folder(path):
+    """`path` if its results can be written there ('' for none): checked before a benchmark runs, not after."""
+    if not path:
+        return path
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{path!r} is a file, not a folder; name a folder (or '' to record nothing)")
+    folder = path
+    while not os.path.exists(folder):  # the nearest existing folder is where it will be created
+        folder = os.path.dirname(os.path.abspath(folder))
+    if not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{path!r} cannot be written; name a writable folder (or '' to record "
+                                         "nothing)")
+    return path
+
+
 def add_results_argument(parser):
-    parser.add_argument("--results-dir", default=default_results_dir(), metavar="DIR",
+    parser.add_argument("--results-dir", default=default_results_dir(), metavar="DIR", type=writable_folder,
                         help="append the JSON line to DIR/<benchmark>.jsonl (default: benchmarks/results, "
                              "or $KERAS_META_RESULTS_DIR); '' records nothing")
 

@@ -203,28 +203,9 @@ def parallel_tasks_table(results_dir):
     return markdown_table(header, rows) + "\n\n" + f"Left: {source(default)}\n" + f"Right: {source(fast)}"
 
 
-XLA_NAMES = {"protonet": "PrototypicalNetwork", "matching": "MatchingNetwork", "matching_fce": "MatchingNetwork (FCE)",
-             "r2d2": "R2D2", "meta_network": "MetaNetwork", "embedding_meta_network": "EmbeddingMetaNetwork",
-             "maml": "MAML (1 step)", "fomaml": "first-order MAML (1 step)",
-             "maml_truncated": "MAML (3 steps, `truncation=1`)", "metasgd": "MetaSGD (1 step)",
-             "anil": "ANIL (1 step)", "reptile": "Reptile (3 steps)", "imaml": "iMAML (3 steps)"}
-
-
-def xla_table(results_dir):
-    line = newest("xla", results_dir, lambda r: True)
-    rows = [(label, f"{line[f'{name}_tasks_per_s']:.1f}", f"{line[f'{name}_xla_tasks_per_s']:.1f}",
-             f"{line[f'{name}_xla_vs_graph']:.2f}", f"{line[f'{name}_warmup_seconds']:.1f}",
-             f"{line[f'{name}_xla_warmup_seconds']:.1f}")
-            for name, label in XLA_NAMES.items() if f"{name}_tasks_per_s" in line]
-    header = ("learner", "graph (tasks/s)", "XLA (tasks/s)", "XLA / graph", "warm-up, graph (s)", "warm-up, XLA (s)")
-    device = f"Device: {line.get('device_model') or line.get('device')}."
-    return markdown_table(header, rows) + "\n\n" + device + " " + source(line)
-
-
 TABLES = {"omniglot": omniglot_table, "sine": sine_table, "throughput": throughput_table,
           "inner-steps-memory": inner_steps_memory_table, "throughput-baseline": baseline_table,
-          "distributed": distributed_table, "lite": lite_table, "parallel-tasks": parallel_tasks_table,
-          "xla": xla_table}
+          "distributed": distributed_table, "lite": lite_table, "parallel-tasks": parallel_tasks_table}
 
 
 def render(text, results_dir):

@@ -494,6 +494,15 @@ def test_sampler_benchmark_reports_every_setting_and_records_its_line(tmp_path):
     assert results["cpu"].startswith(f"{os.cpu_count()} cores") and len(results["date"]) == 10
 
 
+def test_benchmarks_refuse_a_results_folder_they_cannot_write_before_running(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/sampler.py"), "--results-dir",
+                             str(tmp_path / "a_file")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "is a file, not a folder" in result.stderr, result.stderr[-2000:]
+    recording = import_benchmark("recording")
+    assert recording.writable_folder(str(tmp_path / "new" / "folder")) == str(tmp_path / "new" / "folder")
+
+
 def test_benchmarks_record_nothing_in_the_repository_during_tests():
     assert os.environ["KERAS_META_RESULTS_DIR"] != os.path.join(ROOT, "benchmarks", "results")
     recording = import_benchmark("recording")
