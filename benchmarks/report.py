@@ -81,10 +81,10 @@ def omniglot_table(results_dir):
 def sine_table(results_dir):
     lines = latest(read("sine", results_dir), lambda line: line.get("command"))
     rows = [(f"`{line['command']}`", line["train_steps"], line["train_inner_steps"],
-             "yes" if line["multi_step_loss"] else "no", line["mse_0step"], line["mse_1step"], line["mse_5step"],
-             line["mse_10step"], line["train_seconds"]) for line in lines]
-    header = ("command", "training steps", "inner steps", "multi-step loss", "MSE, 0 steps", "1 step", "5 steps",
-              "10 steps", "training time (s)")
+             "yes" if line["multi_step_loss"] else "no", len(line.get("seeds", [0])), line["mse_0step"],
+             line["mse_1step"], line["mse_5step"], line["mse_10step"], line["train_seconds"]) for line in lines]
+    header = ("command", "training steps", "inner steps", "multi-step loss", "training runs (mean)", "MSE, 0 steps",
+              "1 step", "5 steps", "10 steps", "training time per run (s)")
     return markdown_table(header, rows) + "\n\n" + "\n".join(source(line) for line in lines)
 
 

@@ -23,9 +23,11 @@ sampled every 5 ms from `/proc` by this script for both libraries alike.
 For keras-meta, `..._import_anon_mb` and `..._import_file_mb` split the memory
 taken by `import keras_meta` (TensorFlow and Keras) the same way, and
 `..._tensors_peak_mb` is the peak of TensorFlow's tensor allocator.
-With `--peer PYTHON` (a Python that has learn2learn, see
-`../shared/bench/README.md`) the same workload of
-`peer_learn2learn.py` runs right after ours, and the JSON line gets
+With `--peer PYTHON --peer-script FILE` (a Python that has learn2learn, and
+a script that runs these workloads with it: the options `--algo --ways --shots
+--queries --meta-batch --iters [--steps --inner-lr]`, printing a JSON line with
+`throughput_per_s`; `$KERAS_META_PEER_SCRIPT` by default) the same workload
+runs with learn2learn right after ours, and the JSON line gets
 `..._vs_learn2learn` speed ratios; with `--onednn-off` each workload also runs
 with TensorFlow's oneDNN CPU kernels off (keras-meta turns them on), for
 `..._onednn_vs_off` ratios; with `--baseline DIR` (a checkout of another
@@ -40,10 +42,11 @@ tasks at a time, one core each (docs/gradient_based_learners.md, "Speed on
 CPUs"). ProtoNet, one episode per step, is slower with one thread per op, so
 measure it in a run of its own with the default. Prints one JSON line.
 
-    python benchmarks/throughput.py --peer $HOME/l2lenv/bin/python --onednn-off --repeats 3
+    python benchmarks/throughput.py --peer $HOME/l2lenv/bin/python --peer-script peer_learn2learn.py --onednn-off \
+        --repeats 3
     python benchmarks/throughput.py --baseline /tmp/base --repeats 5 --workloads maml_k1,fomaml_k1,protonet
-    python benchmarks/throughput.py --peer $HOME/l2lenv/bin/python --repeats 3 --intra-op-threads 1 --parallel-tasks 2 \
-        --workloads maml_k1,maml_k5,fomaml_k1
+    python benchmarks/throughput.py --peer $HOME/l2lenv/bin/python --peer-script peer_learn2learn.py --repeats 3 \
+        --intra-op-threads 1 --parallel-tasks 2 --workloads maml_k1,maml_k5,fomaml_k1
 """
 
 import argparse
@@ -68,7 +71,6 @@ WORKLOADS = {  # `recompute`: MAML's recompute_inner_steps (learn2learn has no s
 }
 UNIT = {"protonet": "episodes_per_s"}
 HERE = os.path.dirname(os.path.abspath(__file__))
-PEER_SCRIPT = os.path.join(HERE, "..", "..", "shared", "bench", "peer_learn2learn.py")
 
 
 def measure(name, warmup, iters, jit_compile=False, parallel_tasks=1, intra_op_threads=2):
@@ -183,9 +185,9 @@ def run_ours(name, args, *extra, onednn=True, package=None):
     return dict(json.loads(out.strip().splitlines()[-1]), peak_anon_mb=peak_anon_mb)
 
 
-def run_peer(python, name, iters):
+def run_peer(python, name, iters, script):
     w = WORKLOADS[name]
-    command = [python, PEER_SCRIPT, "--algo", w["algo"], "--ways", str(w["ways"]), "--shots", str(w["shots"]),
+    command = [python, script, "--algo", w["algo"], "--ways", str(w["ways"]), "--shots", str(w["shots"]),
                "--queries", str(w["queries"]), "--meta-batch", str(w["meta_batch"]), "--iters", str(iters)]
     if w["algo"] != "protonet":
         command += ["--steps", str(w["steps"]), "--inner-lr", "0.4"]
@@ -200,6 +202,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--peer", help="a Python with learn2learn: run its workloads too, alternately")
+    parser.add_argument("--peer-script", default=os.environ.get("KERAS_META_PEER_SCRIPT"), metavar="FILE",
+                        help="the script that runs a workload with learn2learn (default: $KERAS_META_PEER_SCRIPT)")
     parser.add_argument("--jit-compile", action="store_true",
                         help="also measure each workload with compile(jit_compile=True) (XLA)")
     parser.add_argument("--parallel-tasks", type=int, default=1, help="MAML's `parallel_tasks`")
@@ -225,6 +229,9 @@ def main():
         parser.error(f"--baseline {args.baseline!r} is not a keras-meta checkout (no keras_meta/__init__.py in it).")
     if args.warmup < 1 or args.iters < 1:
         parser.error(f"--warmup and --iters must be at least 1, got {args.warmup} and {args.iters}.")
+    if args.peer and not (args.peer_script and os.path.isfile(args.peer_script)):
+        parser.error(f"--peer needs the learn2learn workload script: --peer-script FILE (or $KERAS_META_PEER_SCRIPT); "
+                     f"got {args.peer_script!r}.")
     results = {"benchmark": "throughput", "cpu_count": os.cpu_count(), "parallel_tasks": args.parallel_tasks,
                "intra_op_threads": args.intra_op_threads, "repeats": args.repeats}
     names = args.workloads.split(",")
@@ -263,7 +270,7 @@ def measure_workload(name, args):
                 raise RuntimeError(f"--baseline {args.baseline} imported the same keras_meta as this checkout.")
             rounds["baseline"].append(baseline)
         if args.peer and not WORKLOADS[name].get("recompute"):
-            peer = run_peer(args.peer, name, args.iters)
+            peer = run_peer(args.peer, name, args.iters, args.peer_script)
             rounds["peer"].append({"per_s": peer["throughput_per_s"], "peak_rss_mb": peer["peak_rss_mib"],
                                    "peak_anon_mb": peer["peak_anon_mib"]})
 

@@ -23,3 +23,19 @@ def labelled_ids():
     rng = np.random.default_rng(0)
     order = rng.permutation(len(ids))
     return x[order], y[order]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """`--dist loadgroup` keeps each `xdist_group` on one worker; refuse to run when it would not.
+
+    pytest-xdist marks a group by appending `@group` to the test ids; pytest 9 ignores that, so each
+    worker would run the module's shared subprocess runs again (minutes each).
+    """
+    if not getattr(config.option, "loadgroup", False):
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") and "@" not in item.nodeid:
+            raise pytest.UsageError(
+                f"pytest-xdist could not group {item.nodeid} with --dist loadgroup under pytest {pytest.__version__}; "
+                "install the test extra's pytest (`pip install -e '.[test]'`).")

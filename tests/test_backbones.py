@@ -120,6 +120,21 @@ def test_conv4_keeps_its_layer_names_and_adds_rescaling_and_pooling_in_front_and
     assert models.conv4((28, 28, 1), global_pool=True, pool_last_block=False).output_shape == (None, 64)
 
 
+def test_conv4_convolutions_have_no_bias_because_batch_norm_would_cancel_it():
+    model = models.conv4((8, 8, 1), filters=4, blocks=2, num_classes=3)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) == 2 and not any(conv.use_bias for conv in convs)
+    # The reason, checked: in training mode a per-channel bias before the normalisation changes nothing.
+    x = np.random.default_rng(0).normal(size=(6, 8, 8, 1)).astype("float32")
+    with_bias = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, bias_initializer="ones"),
+                                  keras.layers.BatchNormalization()])
+    without = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, use_bias=False),
+                                keras.layers.BatchNormalization()])
+    without.layers[0].kernel.assign(with_bias.layers[0].kernel)
+    with_bias.layers[0].bias.assign(np.array([3.0, -2.0, 0.5, 7.0], "float32"))
+    np.testing.assert_allclose(with_bias(x, training=True), without(x, training=True), atol=1e-4)
+
+
 @pytest.mark.parametrize("name", BACKBONES + ["mlp"])
 def test_uint8_batches_feed_a_rescaling_backbone_directly(name):
     keras.utils.set_random_seed(0)

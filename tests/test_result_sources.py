@@ -144,7 +144,7 @@ def test_a_table_is_rendered_from_the_newest_line_and_a_stale_one_is_found(tmp_p
     assert report().returncode == 0
     text = page.read_text()
     assert "old table" not in text and text.startswith("Before.") and text.endswith("After.\n")
-    assert "| `python benchmarks/sine.py` | 100 | 2 | yes | 3.21 | 0.75 | 0.5 | 0.45 | 9.5 |" in text
+    assert "| `python benchmarks/sine.py` | 100 | 2 | yes | 1 | 3.21 | 0.75 | 0.5 | 0.45 | 9.5 |" in text
     assert "2026-01-02, commit abc1234, 2 cores" in text
     assert report("--check").returncode == 0
     with open(results / "sine.jsonl", "a") as f:  # a newer run of the same command replaces the row

@@ -105,11 +105,15 @@ def last_json_line(out):
 
 
 def test_sine_benchmark_prints_the_mse_after_1_5_10_steps():
-    results = last_json_line(run_script("benchmarks/sine.py", "--steps", "600", "--eval-tasks", "40",
+    results = last_json_line(run_script("benchmarks/sine.py", "--steps", "600", "--seeds", "2", "--eval-tasks", "40",
                                         "--verbose", "0"))
-    assert {"mse_1step", "mse_5step", "mse_10step", "train_seconds"} <= set(results)
-    # adapting to 5 points helps after a short meta-training: below the unadapted model's error
-    assert max(results["mse_5step"], results["mse_10step"]) < 0.85 * results["mse_0step"]
+    assert results["seeds"] == [0, 1] and {"mse_1step", "mse_5step", "mse_10step", "train_seconds"} <= set(results)
+    for key in ("mse_0step", "mse_10step", "train_seconds"):  # the mean of the two runs
+        assert len(results[f"{key}_per_seed"]) == 2
+        assert results[key] == pytest.approx(sum(results[f"{key}_per_seed"]) / 2, abs=1e-3)
+    # adapting to 5 points helps after a short meta-training: below the unadapted model's error, in each run
+    for adapted, unadapted in zip(results["mse_10step_per_seed"], results["mse_0step_per_seed"], strict=True):
+        assert adapted < 0.85 * unadapted
 
 
 def test_omniglot_benchmark_runs_gradient_based_learners(tmp_path):
@@ -176,14 +180,14 @@ def test_throughput_benchmark_alternates_repeats_and_reports_medians(monkeypatch
         return {"per_s": next(ours), "peak_rss_mb": 900.0, "peak_anon_mb": 500.0, "warmup_seconds": 1.0,
                 "import_anon_mb": 210.0, "import_file_mb": 310.0, "tensors_peak_mb": 100.0, "onednn": True}
 
-    def fake_peer(python, name, iters):
+    def fake_peer(python, name, iters, script):
         calls.append("peer")
         return {"throughput_per_s": next(peer), "peak_rss_mib": 600.0, "peak_anon_mib": 450.0}
 
     monkeypatch.setattr(throughput, "run_ours", fake_ours)
     monkeypatch.setattr(throughput, "run_peer", fake_peer)
     args = argparse.Namespace(repeats=3, jit_compile=False, onednn_off=False, peer="python", iters=1,
-                              baseline=None)
+                              baseline=None, peer_script="peer.py")
     results = throughput.measure_workload("maml_k1", args)
     assert calls == ["ours", "peer"] * 3
     assert results["maml_k1_tasks_per_s"] == 2.0 and results["maml_k1_learn2learn_tasks_per_s"] == 2.0
@@ -205,7 +209,8 @@ def test_throughput_benchmark_runs_no_peer_for_recomputed_steps_and_reports_thei
 
     monkeypatch.setattr(throughput, "run_ours", fake_ours)
     monkeypatch.setattr(throughput, "run_peer", lambda *a: pytest.fail("learn2learn has no recomputed inner steps"))
-    args = argparse.Namespace(repeats=2, jit_compile=False, onednn_off=False, peer="python", iters=1, baseline=None)
+    args = argparse.Namespace(repeats=2, jit_compile=False, onednn_off=False, peer="python", iters=1, baseline=None,
+                              peer_script="peer.py")
     results = throughput.measure_workload("maml_k10_recompute", args)
     assert calls == ["maml_k10_recompute"] * 2 and "maml_k10_recompute_vs_learn2learn" not in results
     ratio = throughput.with_recompute_ratio(dict(results, maml_k1_tensors_peak_mb=40))
@@ -259,6 +264,11 @@ def test_throughput_benchmark_rejects_bad_repeats_and_workloads():
     result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/throughput.py"), "--warmup", "0"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "--warmup and --iters must be at least 1" in result.stderr
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/throughput.py"), "--peer", sys.executable,
+                             "--peer-script", os.path.join(ROOT, "no_such_script.py")],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "KERAS_META_PEER_SCRIPT": ""})
+    assert result.returncode == 2 and "--peer needs the learn2learn workload script" in result.stderr
 
 
 def check_run_folder(run_dir, results=(), figures=(), files=()):

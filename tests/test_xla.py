@@ -115,7 +115,12 @@ def test_metric_learners_under_xla_match_graph_mode(name, episodes):
     rtol, atol = (1e-3, 1e-3) if name.startswith("matching") else (RTOL, ATOL)
     np.testing.assert_allclose(compiled[..., :num_classes], graph, rtol=rtol, atol=atol)
     np.testing.assert_array_equal(compiled[..., num_classes:], -1e9)
-    np.testing.assert_array_equal(compiled.argmax(-1), graph.argmax(-1))
+    # The predicted class agrees wherever graph mode's top two logits are further apart than the tolerance
+    # (a near tie may fall either way within it).
+    top_two = np.sort(graph, axis=-1)[..., -2:]
+    clear = top_two[..., 1] - top_two[..., 0] > 2 * (atol + rtol * np.abs(top_two[..., 1]))
+    assert clear.mean() > 0.5
+    np.testing.assert_array_equal(compiled.argmax(-1)[clear], graph.argmax(-1)[clear])
 
 
 @pytest.mark.parametrize("name", sorted(GRADIENT_LEARNERS))

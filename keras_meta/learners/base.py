@@ -7,6 +7,7 @@ whose output is the query predictions `[B, Q, ...]`; it trains with
 with `adapt(support_x, support_y)`.
 """
 
+import contextlib
 import inspect
 import warnings
 
@@ -213,6 +214,26 @@ def first_replica_values(batch):
     return tf.nest.map_structure(first, batch)
 
 
+GRAPH_CYCLE_HINT = (
+    "With TensorFlow's oneDNN CPU kernels, a convolution with a bias followed by batch normalisation can make "
+    "the graph of a second-order meta-gradient cyclic once rewritten (seen with learned inner rates). "
+    "Give convolutions followed by batch normalisation `use_bias=False` (the normalisation's offset is their "
+    "bias; keras_meta's backbones do), or set TF_ENABLE_ONEDNN_OPTS=0 before TensorFlow is imported."
+)
+
+
+@contextlib.contextmanager
+def explained_graph_cycles():
+    """Adds what to do to TensorFlow's "nodes in a cycle" error of a training step."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        if "nodes in a cycle" not in str(error):
+            raise
+        message = f"{error.message}\n{GRAPH_CYCLE_HINT}"
+        raise tf.errors.InvalidArgumentError(error.node_def, error.op, message) from error
+
+
 class MetaLearner(keras.Model):
     """Base class of learners: episode in, query predictions out, plus `adapt`.
 
@@ -330,7 +351,12 @@ class MetaLearner(keras.Model):
                               "when it restores a run; keras_meta.callbacks.BackupAndRestore continues it.",
                               stacklevel=2)
             x = stream.distribute(self.distribute_strategy, start)
-        return super().fit(x, y, *args, **kwargs)
+        with explained_graph_cycles():
+            return super().fit(x, y, *args, **kwargs)
+
+    def train_on_batch(self, *args, **kwargs):
+        with explained_graph_cycles():
+            return super().train_on_batch(*args, **kwargs)
 
     def predict_on_batch(self, x):
         """Keras' `predict_on_batch`, with one row per episode under a `tf.distribute` strategy too.

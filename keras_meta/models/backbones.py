@@ -79,6 +79,9 @@ def conv4(input_shape=(28, 28, 1), filters=64, blocks=4, num_classes=None, pool_
     `global_pool=True` averages the last feature map instead of flattening
     it: a `filters`-d embedding for any input size (84x84 as 105x105).
     `rescale`: a first `Rescaling(rescale)` layer (uint8 inputs).
+    The convolutions have no bias, as in the ResNets: batch normalisation
+    right after each takes out any per-channel shift, so a bias would never
+    change an output or receive a gradient.
     """
     filters = checks.integer_argument("filters", filters)
     blocks = checks.integer_argument("blocks", blocks)
@@ -91,7 +94,8 @@ def conv4(input_shape=(28, 28, 1), filters=64, blocks=4, num_classes=None, pool_
         layers.append(keras.layers.Rescaling(rescale, name="rescale"))
     for block in range(blocks):
         layers += [
-            keras.layers.Conv2D(filters, 3, padding="same", name=f"block{block + 1}_conv"),
+            # no bias: the batch normalisation after it removes any per-channel shift (its offset is the bias)
+            keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{block + 1}_conv"),
             keras.layers.BatchNormalization(name=f"block{block + 1}_bn"),
             keras.layers.ReLU(name=f"block{block + 1}_relu"),
         ]
