@@ -78,10 +78,10 @@ def train_and_score(args, seed):
 
 def main():
     args = parse_args()
-    runs = [train_and_score(args, args.seed + i) for i in range(args.seeds)]
+    seeds = [args.seed + i for i in range(args.seeds)]
+    runs = [train_and_score(args, seed) for seed in seeds]
     results = {"algo": "maml", "benchmark": "sine", "train_steps": args.steps, "meta_batch": args.meta_batch,
-               "train_inner_steps": args.inner_steps, "multi_step_loss": args.multi_step_loss,
-               "seeds": [args.seed + i for i in range(args.seeds)]}
+               "train_inner_steps": args.inner_steps, "multi_step_loss": args.multi_step_loss, "seeds": seeds}
     for key in runs[0]:
         digits = 1 if key == "train_seconds" else 4
         results[key] = round(sum(run[key] for run in runs) / len(runs), digits)  # the mean over the runs

@@ -223,3 +223,15 @@ def test_a_graph_cycle_error_of_a_training_step_says_what_to_do():
     with pytest.raises(tf.errors.InvalidArgumentError, match="^other$"):
         with explained_graph_cycles():
             raise tf.errors.InvalidArgumentError(None, None, "other")
+
+
+
+def test_fit_and_train_on_batch_explain_a_graph_cycle(monkeypatch):
+    def cyclic_step(*args, **kwargs):
+        raise tf.errors.InvalidArgumentError(None, None, "12 nodes in a cycle")
+
+    learner, x, y = compiled("MAML", "mlp", warm=False)
+    for method in ("fit", "train_on_batch"):
+        monkeypatch.setattr(keras.Model, method, cyclic_step)
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"12 nodes in a cycle(.|\n)*TF_ENABLE_ONEDNN_OPTS"):
+            getattr(learner, method)(x, y)

@@ -114,6 +114,9 @@ def test_sine_benchmark_prints_the_mse_after_1_5_10_steps():
     # adapting to 5 points helps after a short meta-training: below the unadapted model's error, in each run
     for adapted, unadapted in zip(results["mse_10step_per_seed"], results["mse_0step_per_seed"], strict=True):
         assert adapted < 0.85 * unadapted
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/sine.py"), "--seeds", "0"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--seeds and --steps must be at least 1" in result.stderr
 
 
 def test_omniglot_benchmark_runs_gradient_based_learners(tmp_path):

@@ -355,6 +355,7 @@ class MetaLearner(keras.Model):
             return super().fit(x, y, *args, **kwargs)
 
     def train_on_batch(self, *args, **kwargs):
+        """Keras' `train_on_batch`; a graph-cycle error of the step says what to do."""
         with explained_graph_cycles():
             return super().train_on_batch(*args, **kwargs)
 
