@@ -2,9 +2,10 @@
 
 Trains on `small1` (rotations by 90/180/270 degrees as new classes; with
 `--flips` the mirror images too) and
-evaluates 5-way 1-shot and 20-way 1-shot accuracy over fixed episode sets of
-the `small2` alphabets absent from `small1` (Japanese (katakana), Sanskrit,
-Tagalog). Prints one JSON line.
+evaluates 5-way 1-shot, 20-way 1-shot and 5-way 5-shot accuracy over fixed
+episode sets of the `small2` alphabets absent from `small1` (Japanese
+(katakana), Sanskrit, Tagalog); the gradient-based learners, whose head has
+`--train-ways` outputs, at that many ways only. Prints one JSON line.
 
     python benchmarks/omniglot.py --algo protonet --save runs/protonet.keras
     python benchmarks/omniglot.py --algo protonet --flips --steps 4000
@@ -129,7 +130,7 @@ ALGOS = {
                                                                        num_classes=args.whole_classes),
     "reptile": lambda args: keras_meta.learners.Reptile(
         classifier(args), inner_optimizer=keras.optimizers.Adam(args.inner_lr, beta_1=0.0),
-        inner_steps=args.inner_steps, eval_inner_steps=args.eval_inner_steps),
+        inner_steps=args.inner_steps, eval_inner_steps=args.eval_inner_steps, parallel_tasks=args.parallel_tasks),
 }
 FINETUNE = ("finetune", "finetune-cosine")  # trained on whole classes, not episodes
 METRIC_BASED = ("protonet", "matching", "r2d2", "metanet", "metanet-embedding")
@@ -157,6 +158,16 @@ DEFAULTS = {
     "reptile": dict(train_ways=5, train_queries=5, meta_batch=5, steps=3000, inner_lr=1e-3, inner_steps=5,
                     eval_inner_steps=50, learning_rate=1.0, optimizer="sgd"),
 }
+
+
+def parallel_tasks(text):
+    """`--parallel-tasks`: "auto" or a whole number."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number or auto, got {text!r}") from None
 
 
 def parse_args():
@@ -196,11 +207,11 @@ def parse_args():
                         help="metric learners: no max-pool after conv4's last block (3x3x64 embedding)")
     parser.add_argument("--pretrain-epochs", type=int, default=0,
                         help="metric learners: epochs of whole-class pre-training of the backbone first")
-    parser.add_argument("--parallel-tasks", type=int, default=1,
-                        help="gradient-based learners: tasks of a batch adapted at once (`parallel_tasks`)")
+    parser.add_argument("--parallel-tasks", type=parallel_tasks, default="auto",
+                        help="gradient-based learners: tasks of a batch adapted at once (`parallel_tasks`; "
+                             "default auto, one per core)")
     parser.add_argument("--intra-op-threads", type=int,
-                        help="threads per TensorFlow op (default: TensorFlow's); 1 with --parallel-tasks set to the "
-                             "number of cores runs one task per core")
+                        help="threads per TensorFlow op (default: TensorFlow's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", help="write the meta-trained learner to this .keras file")
     parser.add_argument("--verbose", type=int, default=2,
@@ -218,9 +229,10 @@ def parse_args():
                      f"({', '.join(METRIC_BASED)}), not --algo {args.algo}.")
     if (args.fce or args.cosine_scale is not None) and args.algo != "matching":
         parser.error(f"--fce and --cosine-scale are for --algo matching, not --algo {args.algo}.")
-    if args.parallel_tasks < 1 or (args.intra_op_threads is not None and args.intra_op_threads < 1):
+    if (args.parallel_tasks != "auto" and args.parallel_tasks < 1) or (
+            args.intra_op_threads is not None and args.intra_op_threads < 1):
         parser.error("--parallel-tasks and --intra-op-threads must be at least 1.")
-    if args.parallel_tasks != 1 and args.algo in METRIC_BASED + FINETUNE + ("reptile",):
+    if "parallel_tasks" in explicit and args.algo in METRIC_BASED + FINETUNE:
         parser.error(f"--parallel-tasks is for the learners that adapt several tasks at once, not --algo {args.algo}.")
     if args.recompute_inner_steps and args.algo not in SECOND_ORDER_ALGOS:
         parser.error(f"--recompute-inner-steps is for {', '.join(SECOND_ORDER_ALGOS)}, not --algo {args.algo}.")
@@ -229,22 +241,31 @@ def parse_args():
     return args
 
 
+def evaluation_settings(args):
+    """(ways, shots) of the test episodes: 1-shot at 5 and 20 ways (gradient-based learners at the ways of their
+    head), and 5-shot at 5 ways."""
+    ways = (5, 20) if args.algo in METRIC_BASED + FINETUNE else (args.train_ways,)
+    return [(w, 1) for w in ways] + [(ways[0], 5)]
+
+
 def main():
     args = parse_args()
     if args.intra_op_threads:  # before TensorFlow runs its first op
         tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
     keras.utils.set_random_seed(args.seed)
     train, test = omniglot.unseen_alphabet_split(tuple(args.train_splits.split(",")))
-    sampler = EpisodeSampler(
-        train.images, train.labels, ways=args.train_ways, shots=args.train_shots,
-        queries=args.train_queries, rotations=ROTATIONS, flips=args.flips, seed=args.seed,
-    )
-    if args.algo in FINETUNE:
+    if args.algo in FINETUNE:  # whole-class batches, not episodes
         images, labels, args.whole_classes = whole_class_data(train, args)
         training_data = (tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(len(images), seed=args.seed)
                          .repeat().batch(args.meta_batch).prefetch(2))
+        training = {"train_classes": args.whole_classes, "train_batch": args.meta_batch}
     else:
+        sampler = EpisodeSampler(
+            train.images, train.labels, ways=args.train_ways, shots=args.train_shots,
+            queries=args.train_queries, rotations=ROTATIONS, flips=args.flips, seed=args.seed,
+        )
         training_data = sampler.dataset(batch_size=args.meta_batch)
+        training = {"train_ways": args.train_ways, "train_classes": sampler.num_classes}
     learner = ALGOS[args.algo](args)
     if args.optimizer == "sgd":  # Reptile's meta step size, annealed linearly to 0
         schedule = keras.optimizers.schedules.PolynomialDecay(args.learning_rate, args.steps, 0.0)
@@ -263,8 +284,8 @@ def main():
         pretrain(learner.backbone, train, args)
     learner.fit(training_data, epochs=epochs,
                 steps_per_epoch=args.steps // epochs, verbose=args.verbose)
-    results = {"algo": args.algo, "train_splits": args.train_splits, "train_ways": args.train_ways,
-               "train_classes": sampler.num_classes, "train_steps": args.steps, "eval_episodes": args.eval_episodes,
+    results = {"algo": args.algo, "train_splits": args.train_splits, **training,
+               "train_steps": args.steps, "eval_episodes": args.eval_episodes,
                "onednn": keras_meta.onednn_enabled(),
                "train_seconds": round(time.perf_counter() - start, 1)}
     if args.save:
@@ -273,16 +294,17 @@ def main():
         results["saved"] = os.path.abspath(args.save)
     if test is not None:
         results["test_alphabets"] = sorted(set(test.alphabets.tolist()))
-        for ways in (5, 20) if args.algo in METRIC_BASED + FINETUNE else (args.train_ways,):
+        for ways, shots in evaluation_settings(args):
             start = time.perf_counter()
-            score = evaluate_few_shot(learner, test.images, test.labels, ways, shots=1, queries=args.eval_queries,
-                                      num_episodes=args.eval_episodes, seed=args.seed + 1,
+            score = evaluate_few_shot(learner, test.images, test.labels, ways, shots=shots,
+                                      queries=args.eval_queries, num_episodes=args.eval_episodes, seed=args.seed + 1,
                                       verbose=1 if args.verbose else 0)
-            results[f"acc_{ways}w1s"] = round(score.accuracy, 4)
-            results[f"ci95_{ways}w1s"] = round(score.ci95, 4)
+            setting = f"{ways}w{shots}s"
+            results[f"acc_{setting}"] = round(score.accuracy, 4)
+            results[f"ci95_{setting}"] = round(score.ci95, 4)
             seconds = time.perf_counter() - start
-            results[f"eval_seconds_{ways}w1s"] = round(seconds, 1)
-            results[f"infer_ms_per_episode_{ways}w1s"] = round(1000 * seconds / args.eval_episodes, 2)
+            results[f"eval_seconds_{setting}"] = round(seconds, 1)
+            results[f"infer_ms_per_episode_{setting}"] = round(1000 * seconds / args.eval_episodes, 2)
     print(json.dumps(record("omniglot", results, args.results_dir)))
 
 

@@ -36,17 +36,20 @@ also runs with that version's package, for `..._vs_baseline` speed ratios
 (what a change costs or saves). With `--repeats R` every measurement is taken R
 times, the variants of a workload alternating (ours, peer, ours, peer, ...),
 and the JSON line reports medians, with each round's ratio in
-`..._vs_learn2learn_runs` (the machines are noisy). Ops run on 2 threads by
-default; `--intra-op-threads 1 --parallel-tasks 2` runs the MAML workloads two
-tasks at a time, one core each (docs/gradient_based_learners.md, "Speed on
-CPUs"). ProtoNet, one episode per step, is slower with one thread per op, so
-measure it in a run of its own with the default. Prints one JSON line.
+`..._vs_learn2learn_runs` (the machines are noisy). Ops run on 2 threads and
+the MAML workloads adapt `parallel_tasks="auto"` tasks at a time (the learners'
+default: one per core; `parallel_tasks_at_once` in the JSON line) unless
+`--parallel-tasks N` or `--intra-op-threads N` say otherwise
+(docs/gradient_based_learners.md, "Speed on CPUs"). ProtoNet, one episode per
+step, is slower with one thread per op, so measure it in a run of its own with
+the default. Prints one JSON line.
 
     python benchmarks/throughput.py --peer $HOME/l2lenv/bin/python --peer-script peer_learn2learn.py --onednn-off \
         --repeats 3
     python benchmarks/throughput.py --baseline /tmp/base --repeats 5 --workloads maml_k1,fomaml_k1,protonet
     python benchmarks/throughput.py --peer $HOME/l2lenv/bin/python --peer-script peer_learn2learn.py --repeats 3 \
-        --intra-op-threads 1 --parallel-tasks 2 --workloads maml_k1,maml_k5,fomaml_k1
+        --intra-op-threads 1 --workloads maml_k1,maml_k5,fomaml_k1
+    python benchmarks/throughput.py --parallel-tasks 1 --workloads maml_k1,maml_k5,fomaml_k1  # least memory
 """
 
 import argparse
@@ -73,7 +76,7 @@ UNIT = {"protonet": "episodes_per_s"}
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def measure(name, warmup, iters, jit_compile=False, parallel_tasks=1, intra_op_threads=2):
+def measure(name, warmup, iters, jit_compile=False, parallel_tasks="auto", intra_op_threads=2):
     """Runs one workload in this process; returns tasks (or episodes) per second and peak RSS."""
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # TensorFlow's oneDNN CPU kernels: set before it loads
     import keras
@@ -81,6 +84,9 @@ def measure(name, warmup, iters, jit_compile=False, parallel_tasks=1, intra_op_t
     import tensorflow as tf
 
     import keras_meta
+
+    def default_tasks_at_once():  # a --baseline checkout from before "auto" adapted one task at a time
+        return getattr(keras_meta.learners, "auto_parallel_tasks", lambda: 1)()
 
     after_import = {kind: resident_kib("self", kind) / 1024.0 for kind in ("RssAnon", "RssFile")}
 
@@ -111,13 +117,13 @@ def measure(name, warmup, iters, jit_compile=False, parallel_tasks=1, intra_op_t
     options.autotune.enabled = False
     data = data.with_options(options)
     del inputs, labels  # the dataset holds its own copy
+    at_once = {} if parallel_tasks == "auto" else {"parallel_tasks": parallel_tasks}  # "auto": the default
     if w["algo"] == "protonet":
         learner = keras_meta.learners.PrototypicalNetwork(keras_meta.models.conv4())
     else:
         learner = keras_meta.learners.MAML(keras_meta.models.conv4(num_classes=w["ways"]), inner_learning_rate=0.4,
                                            inner_steps=w["steps"], first_order=w["algo"] == "fomaml",
-                                           parallel_tasks=parallel_tasks,
-                                           recompute_inner_steps=w.get("recompute", False))
+                                           recompute_inner_steps=w.get("recompute", False), **at_once)
     learner.compile(optimizer=keras.optimizers.Adam(1e-3),
                     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit_compile)
     clock = StepClock()
@@ -131,6 +137,7 @@ def measure(name, warmup, iters, jit_compile=False, parallel_tasks=1, intra_op_t
         "tensors_peak_mb": tensors_peak_mb(tf),
         "onednn": keras_meta.onednn_enabled(),
         "package": os.path.dirname(os.path.abspath(keras_meta.__file__)),
+        "tasks_at_once": None if w["algo"] == "protonet" else at_once.get("parallel_tasks", default_tasks_at_once()),
     }
 
 
@@ -195,6 +202,16 @@ def run_peer(python, name, iters, script):
     return dict(json.loads(out.strip().splitlines()[-1]), peak_anon_mib=peak_anon_mb)
 
 
+def parallel_tasks(text):
+    """`--parallel-tasks`: "auto" or a whole number."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number or auto, got {text!r}") from None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_results_argument(parser)
@@ -206,7 +223,8 @@ def main():
                         help="the script that runs a workload with learn2learn (default: $KERAS_META_PEER_SCRIPT)")
     parser.add_argument("--jit-compile", action="store_true",
                         help="also measure each workload with compile(jit_compile=True) (XLA)")
-    parser.add_argument("--parallel-tasks", type=int, default=1, help="MAML's `parallel_tasks`")
+    parser.add_argument("--parallel-tasks", type=parallel_tasks, default="auto",
+                        help="MAML's `parallel_tasks`: a number, or auto (the default: one task per core)")
     parser.add_argument("--intra-op-threads", type=int, default=2,
                         help="threads per TensorFlow op")
     parser.add_argument("--onednn-off", action="store_true",
@@ -223,7 +241,7 @@ def main():
         return
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
-    if args.parallel_tasks < 1 or args.intra_op_threads < 1:
+    if (args.parallel_tasks != "auto" and args.parallel_tasks < 1) or args.intra_op_threads < 1:
         parser.error("--parallel-tasks and --intra-op-threads must be at least 1.")
     if args.baseline and not os.path.isfile(os.path.join(args.baseline, "keras_meta", "__init__.py")):
         parser.error(f"--baseline {args.baseline!r} is not a keras-meta checkout (no keras_meta/__init__.py in it).")
@@ -279,6 +297,8 @@ def measure_workload(name, args):
 
     ours = median("ours")
     results = {"onednn": rounds["ours"][0]["onednn"], f"{name}_{unit}": round(ours, 3),
+               **({} if rounds["ours"][0].get("tasks_at_once") is None
+                  else {"parallel_tasks_at_once": rounds["ours"][0]["tasks_at_once"]}),
                f"{name}_peak_rss_mb": round(median("ours", "peak_rss_mb")),
                f"{name}_peak_anon_mb": round(median("ours", "peak_anon_mb")),
                f"{name}_warmup_seconds": round(median("ours", "warmup_seconds"), 1),

@@ -86,7 +86,9 @@ if cluster_size() > 1 and args.cpu_replicas > 1:
 
 """
 On CPUs the tasks are small, so each core adapts its own task with one thread per op
-(as in `omniglot_maml.py`); on GPUs each replica adapts its tasks one after the other.
+(as in `omniglot_maml.py`; the learner's default `parallel_tasks="auto"` gives each of
+this machine's replicas its share of the cores); on GPUs each replica adapts its tasks
+one after the other.
 """
 
 on_cpu = not gpus or args.cpu_replicas > 1
@@ -94,25 +96,20 @@ if on_cpu:
     tf.config.threading.set_intra_op_parallelism_threads(1)  # before TensorFlow starts
 if cluster_size() > 1:
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    local_replicas = max(1, len(gpus))
 elif args.cpu_replicas > 1:
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.cpu_replicas)
     strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(args.cpu_replicas)])
-    local_replicas = args.cpu_replicas
 elif len(gpus) > 1:
     strategy = tf.distribute.MirroredStrategy()
-    local_replicas = len(gpus)
 else:
     strategy = tf.distribute.get_strategy()  # no strategy: the GPU, or the CPU
-    local_replicas = 1
 strategy_name = {tf.distribute.MultiWorkerMirroredStrategy: "MultiWorkerMirroredStrategy",
                  tf.distribute.MirroredStrategy: "MirroredStrategy"}.get(type(strategy), "default")
 replicas = strategy.num_replicas_in_sync
 if args.batch_size % replicas:
     parser.error(f"--batch-size ({args.batch_size}) must be a multiple of the {replicas} replicas of "
                  f"{strategy_name}.")
-tasks_at_once = max(1, min((os.cpu_count() or 1) // local_replicas, args.batch_size // replicas)) if on_cpu else 1
 is_chief = strategy.extended.should_checkpoint  # writes the backups and the run folder
 record = RunRecord(args.output_dir, vars(args), overwrite=True) if is_chief else None
 print(f"Strategy {strategy_name}: {replicas} replica(s), {args.batch_size // replicas} tasks each per step")
@@ -140,8 +137,7 @@ batch: each replica draws its own share of every batch.
 
 with strategy.scope():
     learner = keras_meta.learners.MAML(keras_meta.models.conv4(input_shape=(28, 28, 1), num_classes=5),
-                                       inner_learning_rate=0.4, inner_steps=1, eval_inner_steps=3,
-                                       parallel_tasks=tasks_at_once)
+                                       inner_learning_rate=0.4, inner_steps=1, eval_inner_steps=3)
     learner.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

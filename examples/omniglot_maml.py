@@ -52,11 +52,10 @@ record = RunRecord(args.output_dir, vars(args), overwrite=True)
 
 The tasks are small, so ops gain little from several threads each; instead, each core
 adapts its own task: one thread per op (set before TensorFlow runs its first op), and
-`parallel_tasks` below. The results are the same.
+the learners' default `parallel_tasks="auto"` (a task per core). The results are the same.
 """
 
 tf.config.threading.set_intra_op_parallelism_threads(1)
-tasks_at_once = min(os.cpu_count() or 1, 16)
 keras.utils.set_random_seed(0)
 
 """
@@ -82,7 +81,7 @@ are recomputed while back-propagating instead of kept (memory for time).
 """
 
 model = keras_meta.models.conv4(input_shape=(28, 28, 1), num_classes=5)
-options = dict(inner_learning_rate=0.4, inner_steps=1, eval_inner_steps=3, parallel_tasks=tasks_at_once,
+options = dict(inner_learning_rate=0.4, inner_steps=1, eval_inner_steps=3,
                recompute_inner_steps=args.recompute_inner_steps)
 learner = {
     "maml": lambda: keras_meta.learners.MAML(model, **options),

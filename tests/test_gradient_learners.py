@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from keras_meta import learners
-from keras_meta.learners import inner_loop
+from keras_meta.learners import gradient_based, inner_loop
 
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -194,7 +194,9 @@ def test_maml_meta_learns_sinusoid_regression():
         (lambda: learners.MAML(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), first_order=True,
                                recompute_inner_steps=True), "no effect with `first_order=True`"),
         (lambda: learners.MAML(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), parallel_tasks=0),
-         "positive integer"),
+         '`parallel_tasks` must be "auto" or a positive integer, got 0'),
+        (lambda: learners.MAML(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), parallel_tasks="all"),
+         "got 'all'"),
         (lambda: learners.iMAML(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")]),
                                 adapt_layers=["d"]), "takes no `adapt_layers`"),
         (lambda: learners.MetaSGD(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]),
@@ -225,20 +227,43 @@ def test_mamlpp_fixes_turned_off_take_their_refinements_along():
 
 
 @pytest.mark.parametrize("name", ["maml", "imaml", "reptile"])
-def test_parallel_tasks_change_nothing_but_speed(name):
+def test_parallel_tasks_change_nothing_but_speed(name, monkeypatch):
+    map_fn, at_once = tf.map_fn, []
+
+    def recording_map_fn(*args, parallel_iterations=None, **kwargs):
+        at_once.append(parallel_iterations)
+        return map_fn(*args, parallel_iterations=parallel_iterations, **kwargs)
+
+    monkeypatch.setattr(tf, "map_fn", recording_map_fn)
+    monkeypatch.setattr(gradient_based, "usable_cores", lambda: 4)  # "auto": 4 tasks at once
     results = []
-    for parallel_tasks in (1, 3):
+    for parallel_tasks in (1, 3, "auto"):
         keras.utils.set_random_seed(0)
         learner = LEARNERS[name](batch_norm_first_model(), parallel_tasks=parallel_tasks)
         learner.compile(optimizer=keras.optimizers.SGD(0.1), loss=CE)
         inputs, labels = classification_episode(num_tasks=5, seed=1)
+        at_once.clear()
         learner.train_on_batch(inputs, labels)
         results.append((learner.get_weights(), learner.predict_on_batch(inputs)))
-    (weights_1, predictions_1), (weights_3, predictions_3) = results
-    assert len(weights_1) == len(weights_3) > 0
-    for one, three in zip(weights_1, weights_3, strict=True):
-        np.testing.assert_allclose(three, one, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(predictions_3, predictions_1, rtol=1e-5, atol=1e-6)
+        assert set(at_once) == {4 if parallel_tasks == "auto" else parallel_tasks}, at_once
+    weights_1, predictions_1 = results[0]
+    for weights, predictions in results[1:]:
+        assert len(weights) == len(weights_1) > 0
+        for one, other in zip(weights_1, weights, strict=True):
+            np.testing.assert_allclose(other, one, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(predictions, predictions_1, rtol=1e-5, atol=1e-6)
+
+
+def test_auto_parallel_tasks_is_a_task_per_core_on_cpus_and_one_on_accelerators(monkeypatch):
+    assert LEARNERS["maml"](batch_norm_first_model()).parallel_tasks == "auto"  # the default
+    monkeypatch.setattr(gradient_based, "usable_cores", lambda: 2)
+    assert gradient_based.auto_parallel_tasks() == 2
+    monkeypatch.setattr(gradient_based, "usable_cores", lambda: 64)  # memory grows with every task at once
+    assert gradient_based.auto_parallel_tasks() == gradient_based.MAX_AUTO_PARALLEL_TASKS == 8
+    devices = tf.config.list_logical_devices
+    monkeypatch.setattr(tf.config, "list_logical_devices",
+                        lambda kind=None: ["/device:GPU:0"] if kind == "GPU" else devices(kind))
+    assert gradient_based.auto_parallel_tasks() == 1
 
 
 def test_missing_loss_and_bad_support_sets_get_clear_errors():

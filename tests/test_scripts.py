@@ -51,6 +51,7 @@ def test_omniglot_benchmark_prints_one_json_line(tmp_path):
     assert {"algo", "acc_5w1s", "ci95_5w1s", "acc_20w1s", "ci95_20w1s", "train_seconds"} <= set(results)
     assert results["test_alphabets"] == ["Japanese_(katakana)", "Sanskrit", "Tagalog"]
     assert results["acc_5w1s"] > 0.35 and results["acc_20w1s"] > 0.15  # chance: 0.2 and 0.05
+    assert results["acc_5w5s"] > results["acc_5w1s"] and results["ci95_5w5s"] > 0  # more shots, more accurate
     assert os.path.exists(save)
 
 
@@ -59,7 +60,8 @@ def test_omniglot_benchmark_runs_the_fine_tuning_baseline(tmp_path):
     results = last_json_line(run_script("benchmarks/omniglot.py", "--algo", "finetune-cosine", "--steps", "100",
                                         "--eval-episodes", "10", "--save", save, "--verbose", "0"))
     assert results["algo"] == "finetune-cosine" and results["train_steps"] == 100
-    assert results["acc_5w1s"] > 0.35 and results["acc_20w1s"] > 0.15  # chance: 0.2 and 0.05
+    assert results["acc_5w1s"] > 0.35 and results["acc_20w1s"] > 0.15 and results["acc_5w5s"] > 0.35
+    assert results["train_classes"] == 136 * 4 and "train_ways" not in results  # whole classes, no episodes
     reloaded = keras.saving.load_model(save)
     assert type(reloaded).__name__ == "FineTuneBaseline" and reloaded.head == "cosine"
     assert reloaded.num_classes == 136 * 4  # every rotation of every small1 character is a class
@@ -128,13 +130,15 @@ def test_omniglot_benchmark_runs_gradient_based_learners(tmp_path):
         save = str(tmp_path / f"{algo}.keras")
         results = last_json_line(run_script("benchmarks/omniglot.py", "--algo", algo, *options,
                                             "--eval-inner-steps", "1", "--save", save, "--verbose", "0"))
-        assert results["algo"] == algo and "acc_20w1s" not in results
+        assert results["algo"] == algo and "acc_20w1s" not in results and "acc_5w5s" in results
         if algo == "maml":  # 60 steps of 4 tasks: clearly above chance (0.2) on unseen alphabets
             assert results["acc_5w1s"] > 0.26, results
         reloaded = keras.saving.load_model(save)
         assert reloaded.eval_inner_steps == 1
         if algo == "maml":
             assert reloaded.multi_step_loss and reloaded.parallel_tasks == 2
+        else:
+            assert reloaded.parallel_tasks == "auto"  # the learners' default
         if algo == "imaml":
             assert (reloaded.regularization, reloaded.cg_steps) == (2.0, 5)
         if algo == "mamlpp":  # the schedules follow --steps
@@ -156,13 +160,23 @@ def test_throughput_benchmark_prints_tasks_per_second_and_memory():
                                         "--warmup", "1", "--iters", "1", "--intra-op-threads", "1",
                                         "--parallel-tasks", "2"))
     assert results["fomaml_k1_tasks_per_s"] > 0 and results["protonet_episodes_per_s"] > 0
-    assert (results["intra_op_threads"], results["parallel_tasks"]) == (1, 2)
+    assert (results["intra_op_threads"], results["parallel_tasks"], results["parallel_tasks_at_once"]) == (1, 2, 2)
     assert results["fomaml_k1_peak_rss_mb"] > 100
     # anonymous memory, sampled from /proc, is part of the resident set (which adds TensorFlow's library pages)
     assert 100 < results["fomaml_k1_peak_anon_mb"] < results["fomaml_k1_peak_rss_mb"]
     assert 0 < results["fomaml_k1_tensors_peak_mb"] < results["fomaml_k1_peak_anon_mb"]
     assert 0 < results["fomaml_k1_import_anon_mb"] < results["fomaml_k1_peak_anon_mb"]
     assert results["fomaml_k1_import_file_mb"] > 0
+
+
+def test_benchmarks_take_auto_or_a_number_of_parallel_tasks():
+    throughput = import_throughput()
+    assert throughput.parallel_tasks("auto") == "auto" and throughput.parallel_tasks("3") == 3
+    with pytest.raises(argparse.ArgumentTypeError, match="a whole number or auto, got 'two'"):
+        throughput.parallel_tasks("two")
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/throughput.py"), "--parallel-tasks", "0"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--parallel-tasks and --intra-op-threads must be at least 1" in result.stderr
 
 
 def test_throughput_benchmark_measures_onednn_off_too():

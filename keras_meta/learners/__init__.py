@@ -5,7 +5,7 @@ from keras_meta.learners.base import MetaLearner
 from keras_meta.learners.embedding import EmbeddingMetaLearner
 from keras_meta.learners.embedding_meta_network import EmbeddingMetaNetwork
 from keras_meta.learners.finetune import FineTuneBaseline
-from keras_meta.learners.gradient_based import GradientMetaLearner
+from keras_meta.learners.gradient_based import GradientMetaLearner, auto_parallel_tasks
 from keras_meta.learners.guard import NonFiniteError
 from keras_meta.learners.imaml import iMAML
 from keras_meta.learners.learnable_optimizer import LearnableOptimizer
@@ -36,5 +36,6 @@ __all__ = [
     "PrototypicalNetwork",
     "R2D2",
     "Reptile",
+    "auto_parallel_tasks",
     "iMAML",
 ]

@@ -19,6 +19,8 @@ Batch normalisation (documented behaviour):
   use the task's own statistics too.
 """
 
+import os
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -35,6 +37,43 @@ from keras_meta.learners.base import (
 )
 from keras_meta.ops import batch_norm
 from keras_meta.ops.functional import clone_model, functional_call
+
+MAX_AUTO_PARALLEL_TASKS = 8  # each task at once holds its own graph's activations
+
+
+def usable_cores():
+    """The CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def auto_parallel_tasks():
+    """What `parallel_tasks="auto"` is where a step is traced: tasks at once, one per CPU core.
+
+    The usable cores are shared by the replicas of this machine (a
+    `MirroredStrategy` over CPUs) and at most `MAX_AUTO_PARALLEL_TASKS` tasks
+    run at once; where a GPU or TPU is visible its ops run there, one task at
+    a time (the device splits each op itself).
+
+    >>> auto_parallel_tasks() >= 1
+    True
+    """
+    if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
+        return 1
+    strategy = tf.distribute.get_strategy()
+    local_replicas = len(strategy.extended.worker_devices) if tf.distribute.has_strategy() else 1
+    return max(1, min(MAX_AUTO_PARALLEL_TASKS, usable_cores() // local_replicas))
+
+
+def parallel_tasks_argument(value):
+    """`"auto"` or a positive integer, checked before anything is built."""
+    if isinstance(value, str) and value == "auto":
+        return value
+    try:
+        return integer_argument("parallel_tasks", value)
+    except ValueError:
+        raise ValueError(f'`parallel_tasks` must be "auto" or a positive integer, got {value!r}.') from None
 
 
 def check_model(model):
@@ -92,11 +131,10 @@ class GradientMetaLearner(MetaLearner):
             inner loop; default all.
         inner_loss: the support-set loss (default: the loss given to `compile`).
         parallel_tasks: tasks of a batch processed at once (memory grows with
-            it; results do not change). On a CPU, set it to the number of
-            cores and give each op one thread
-            (`tf.config.threading.set_intra_op_parallelism_threads(1)` at the
-            start of the program): one task per core was 1.3-1.6x as fast on 2
-            cores (docs/gradient_based_learners.md, "Speed on CPUs").
+            it; results do not change). `"auto"` (default): one per CPU core
+            (at most 8), 1 on a GPU or TPU (`auto_parallel_tasks()`); `1`
+            holds one task's graph at a time, the least memory
+            (docs/gradient_based_learners.md, "Speed on CPUs").
         episode_labels: `True` (default): integer labels are an N-way
             episode's classes, 0..N-1 with every class present, and the model
             has N outputs (checked in the graph). `False`: labels index the
@@ -105,12 +143,12 @@ class GradientMetaLearner(MetaLearner):
     """
 
     def __init__(self, model, inner_steps=1, eval_inner_steps=None, adapt_layers=None, inner_loss=None,
-                 parallel_tasks=1, episode_labels=True, **kwargs):
+                 parallel_tasks="auto", episode_labels=True, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(episode_labels, (bool, np.bool_)):
             raise ValueError(f"`episode_labels` must be True or False, got {episode_labels!r}.")
         self.episode_labels = bool(episode_labels)
-        self.parallel_tasks = integer_argument("parallel_tasks", parallel_tasks)
+        self.parallel_tasks = parallel_tasks_argument(parallel_tasks)
         self.model = check_model(model)
         self.inner_steps = integer_argument("inner_steps", inner_steps, minimum=0)
         self.eval_inner_steps = self.inner_steps if eval_inner_steps is None else eval_inner_steps
@@ -169,14 +207,15 @@ class GradientMetaLearner(MetaLearner):
         return [tf.convert_to_tensor(v) for v in self.model.non_trainable_variables]
 
     def _map_tasks(self, fn, elems, signature):
-        """`fn` over the tasks of a batch, one after the other (`parallel_tasks` at a time).
+        """`fn` over the tasks of a batch, `parallel_tasks` at a time.
 
         One task at a time keeps memory at one task's activations, as when a
-        peer library loops over tasks in Python, and leaves the cores to the ops;
-        with `parallel_tasks` equal to the cores and one thread per op, each
-        core takes a task. The outputs keep the order of the tasks.
+        peer library loops over tasks in Python, and leaves the cores to the
+        ops; a task per core keeps the cores busy between the small ops of
+        few-shot tasks. The outputs keep the order of the tasks.
         """
-        return tf.map_fn(fn, elems, fn_output_signature=signature, parallel_iterations=self.parallel_tasks)
+        at_once = auto_parallel_tasks() if self.parallel_tasks == "auto" else self.parallel_tasks
+        return tf.map_fn(fn, elems, fn_output_signature=signature, parallel_iterations=at_once)
 
     def _prediction_spec(self):
         outputs = getattr(self.model, "outputs", None)
