@@ -107,7 +107,7 @@ def unit(line, name):
 
 def throughput_table(results_dir):
     line = newest("throughput", results_dir, lambda r: any(k.endswith("_vs_learn2learn") for k in r)
-                  and r.get("parallel_tasks") == 1)  # the defaults; two tasks at once: parallel_tasks_table
+                  and r.get("parallel_tasks") == "auto" and r.get("intra_op_threads") == 2)  # no flags
     rows = []
     for name in workloads(line, "vs_learn2learn"):
         u = unit(line, name)
@@ -119,8 +119,8 @@ def throughput_table(results_dir):
     header = ("workload", "keras-meta (tasks/s; ProtoNet: episodes/s)", "learn2learn (the same)",
               "ratio of the medians (each round's)",
               "peak anonymous memory (MiB), keras-meta / learn2learn", "peak RSS (MiB), keras-meta / learn2learn")
-    settings = (f"{line['repeats']} alternating rounds, {line['intra_op_threads']} threads per op, "
-                f"{line['parallel_tasks']} task(s) at a time.")
+    settings = (f"{line['repeats']} alternating rounds, no flags: {line['intra_op_threads']} threads per op, "
+                f"the MAML workloads {line['parallel_tasks_at_once']} tasks at a time (`parallel_tasks=\"auto\"`).")
     return markdown_table(header, rows) + "\n\n" + settings + " " + source(line)
 
 
@@ -131,6 +131,7 @@ def inner_steps_memory_table(results_dir):
     header = ("workload", "tasks/s", "TensorFlow's tensor peak (MiB)", "peak anonymous memory (MiB)")
     ratio = line.get("maml_k10_recompute_tensors_peak_vs_maml_k1")
     note = f"Tensor peak of 10 recomputed steps over that of 1 plain step: {ratio}. " if ratio is not None else ""
+    note += f"{line.get('parallel_tasks_at_once', 1)} task(s) at a time. "  # lines without it: before "auto"
     return markdown_table(header, rows) + "\n\n" + note + source(line)
 
 
@@ -185,23 +186,27 @@ def lite_table(results_dir):
 
 
 def parallel_tasks_table(results_dir):
-    def has_parallel(r):
-        return r.get("parallel_tasks", 1) > 1 and "maml_k1_tasks_per_s" in r
+    """Tasks/s of the MAML workloads one task at a time, with the default (a task per core) and that with one
+    thread per op, each from the newest line of this code's measurements that has it."""
+    def maml_line(parallel_tasks, threads):
+        return lambda r: (r.get("parallel_tasks") == parallel_tasks and r.get("intra_op_threads") == threads
+                          and "maml_k1_tasks_per_s" in r and "maml_k1_baseline_tasks_per_s" not in r)
 
-    fast = newest("throughput", results_dir, has_parallel)
-    default = newest("throughput", results_dir,
-                     lambda r: r.get("parallel_tasks") == 1 and r.get("intra_op_threads") == 2
-                     and "maml_k1_tasks_per_s" in r and "maml_k1_baseline_tasks_per_s" not in r)
-    rows = []
-    for name in workloads(fast, "tasks_per_s"):
-        if f"{name}_tasks_per_s" in default:
-            rows.append((WORKLOAD_NAMES[name], f"{default[f'{name}_tasks_per_s']:.2f}",
-                         f"{fast[f'{name}_tasks_per_s']:.2f}", default[f"{name}_peak_anon_mb"],
-                         fast[f"{name}_peak_anon_mb"]))
-    header = ("workload", "tasks/s, 2 threads per op, 1 task at a time",
-              f"tasks/s, {fast['intra_op_threads']} thread per op, {fast['parallel_tasks']} tasks at once",
-              "peak anonymous memory (MiB), 1 task", f"the same, {fast['parallel_tasks']} tasks")
-    return markdown_table(header, rows) + "\n\n" + f"Left: {source(default)}\n" + f"Right: {source(fast)}"
+    default = newest("throughput", results_dir, maml_line("auto", 2))
+    one_at_a_time = newest("throughput", results_dir, maml_line(1, 2))
+    one_thread = newest("throughput", results_dir, maml_line("auto", 1))
+    at_once = default["parallel_tasks_at_once"]
+    rows = [(WORKLOAD_NAMES[name], f"{one_at_a_time[f'{name}_tasks_per_s']:.2f}",
+             f"{default[f'{name}_tasks_per_s']:.2f}", f"{one_thread[f'{name}_tasks_per_s']:.2f}",
+             one_at_a_time[f"{name}_peak_anon_mb"], default[f"{name}_peak_anon_mb"])
+            for name in workloads(one_thread, "tasks_per_s")
+            if f"{name}_tasks_per_s" in default and f"{name}_tasks_per_s" in one_at_a_time]
+    header = ("workload", "tasks/s, `parallel_tasks=1`", f"tasks/s, `\"auto\"` (the default: {at_once} at once)",
+              "tasks/s, `\"auto\"` and 1 thread per op", "peak anonymous memory (MiB), `parallel_tasks=1`",
+              "the same, `\"auto\"`")
+    return markdown_table(header, rows) + "\n\n" + "\n".join(
+        f"{column}: {source(line)}" for column, line in
+        (("One at a time", one_at_a_time), ("Default", default), ("One thread per op", one_thread)))
 
 
 TABLES = {"omniglot": omniglot_table, "sine": sine_table, "throughput": throughput_table,

@@ -74,25 +74,27 @@ def test_final_model_run_only_trains(tmp_path):
     assert "acc_5w1s" not in results and os.path.exists(results["saved"])
 
 
-def test_omniglot_benchmark_rejects_metric_learner_flags_for_gradient_learners():
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/omniglot.py"), "--algo", "maml",
-                             "--pretrain-epochs", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 2 and "--pretrain-epochs is for the metric learners" in result.stderr
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/omniglot.py"), "--algo", "reptile",
-                             "--multi-step-loss"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 2 and "--multi-step-loss is for maml" in result.stderr
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/omniglot.py"), "--algo", "r2d2",
-                             "--cosine-scale", "10"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 2 and "--cosine-scale are for --algo matching" in result.stderr
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/omniglot.py"), "--algo", "protonet",
-                             "--parallel-tasks", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 2 and "--parallel-tasks is for the learners" in result.stderr
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/omniglot.py"), "--algo", "maml",
-                             "--parallel-tasks", "0"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 2 and "--parallel-tasks and --intra-op-threads must be at least 1" in result.stderr
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/omniglot.py"), "--algo", "fomaml",
-                             "--recompute-inner-steps"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 2 and "--recompute-inner-steps is for maml" in result.stderr
+def usage_error(monkeypatch, capsys, script, *args, entry="main"):
+    """The message of the usage error (exit status 2) a benchmark script gives for `args`, parsed in this process."""
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1"))  # restored after
+    module = import_benchmark(script)
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", *args])
+    with pytest.raises(SystemExit) as exited:
+        getattr(module, entry)()
+    assert exited.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_omniglot_benchmark_rejects_metric_learner_flags_for_gradient_learners(monkeypatch, capsys):
+    for args, message in ((["--algo", "maml", "--pretrain-epochs", "1"], "--pretrain-epochs is for the metric"),
+                          (["--algo", "reptile", "--multi-step-loss"], "--multi-step-loss is for maml"),
+                          (["--algo", "r2d2", "--cosine-scale", "10"], "--cosine-scale are for --algo matching"),
+                          (["--algo", "protonet", "--parallel-tasks", "2"], "--parallel-tasks is for the learners"),
+                          (["--algo", "maml", "--parallel-tasks", "0"],
+                           "--parallel-tasks and --intra-op-threads must be at least 1"),
+                          (["--algo", "maml", "--parallel-tasks", "all"], "a whole number or auto, got 'all'"),
+                          (["--algo", "fomaml", "--recompute-inner-steps"], "--recompute-inner-steps is for maml")):
+        assert message in usage_error(monkeypatch, capsys, "omniglot", *args, entry="parse_args"), args
 
 
 def test_omniglot_benchmark_sets_the_matching_cosine_scale(tmp_path):
@@ -116,9 +118,10 @@ def test_sine_benchmark_prints_the_mse_after_1_5_10_steps():
     # adapting to 5 points helps after a short meta-training: below the unadapted model's error, in each run
     for adapted, unadapted in zip(results["mse_10step_per_seed"], results["mse_0step_per_seed"], strict=True):
         assert adapted < 0.85 * unadapted
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/sine.py"), "--seeds", "0"],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "--seeds and --steps must be at least 1" in result.stderr
+
+
+def test_sine_benchmark_refuses_no_seeds(monkeypatch, capsys):
+    assert "--seeds and --steps must be at least 1" in usage_error(monkeypatch, capsys, "sine", "--seeds", "0")
 
 
 def test_omniglot_benchmark_runs_gradient_based_learners(tmp_path):
@@ -169,14 +172,13 @@ def test_throughput_benchmark_prints_tasks_per_second_and_memory():
     assert results["fomaml_k1_import_file_mb"] > 0
 
 
-def test_benchmarks_take_auto_or_a_number_of_parallel_tasks():
+def test_benchmarks_take_auto_or_a_number_of_parallel_tasks(monkeypatch, capsys):
     throughput = import_throughput()
     assert throughput.parallel_tasks("auto") == "auto" and throughput.parallel_tasks("3") == 3
     with pytest.raises(argparse.ArgumentTypeError, match="a whole number or auto, got 'two'"):
         throughput.parallel_tasks("two")
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/throughput.py"), "--parallel-tasks", "0"],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "--parallel-tasks and --intra-op-threads must be at least 1" in result.stderr
+    assert "--parallel-tasks and --intra-op-threads must be at least 1" in usage_error(
+        monkeypatch, capsys, "throughput", "--parallel-tasks", "0")
 
 
 def test_throughput_benchmark_measures_onednn_off_too():
@@ -496,13 +498,11 @@ def test_xla_benchmark_prints_tasks_per_second_with_and_without_xla():
     assert "maml_tasks_per_s" not in results
 
 
-def test_xla_benchmark_rejects_bad_learners_steps_and_warmup():
+def test_xla_benchmark_rejects_bad_learners_steps_and_warmup(monkeypatch, capsys):
     for args, message in ((["--learners", "maml,protonet2"], "unknown learners ['protonet2']"),
                           (["--steps", "0"], "--steps and --warmup must be at least 1"),
                           (["--warmup", "0"], "--steps and --warmup must be at least 1")):
-        result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/xla.py"), *args],
-                                capture_output=True, text=True, timeout=120)
-        assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+        assert message in usage_error(monkeypatch, capsys, "xla", *args), args
 
 
 def test_sampler_benchmark_reports_every_setting_and_records_its_line(tmp_path):
