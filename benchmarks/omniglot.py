@@ -37,6 +37,7 @@ from keras_meta.data import EpisodeSampler  # noqa: E402
 from keras_meta.datasets import omniglot  # noqa: E402
 from keras_meta.evaluation import evaluate_few_shot  # noqa: E402
 
+from options import parallel_tasks  # noqa: E402
 from recording import add_results_argument, record  # noqa: E402
 
 ROTATIONS = (0, 90, 180, 270)
@@ -158,16 +159,6 @@ DEFAULTS = {
     "reptile": dict(train_ways=5, train_queries=5, meta_batch=5, steps=3000, inner_lr=1e-3, inner_steps=5,
                     eval_inner_steps=50, learning_rate=1.0, optimizer="sgd"),
 }
-
-
-def parallel_tasks(text):
-    """`--parallel-tasks`: "auto" or a whole number."""
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a whole number or auto, got {text!r}") from None
 
 
 def parse_args():

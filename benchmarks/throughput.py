@@ -62,6 +62,7 @@ import subprocess
 import sys
 import time
 
+from options import parallel_tasks  # noqa: E402
 from recording import add_results_argument, record  # noqa: E402
 
 WORKLOADS = {  # `recompute`: MAML's recompute_inner_steps (learn2learn has no such option: no peer run)
@@ -200,16 +201,6 @@ def run_peer(python, name, iters, script):
         command += ["--steps", str(w["steps"]), "--inner-lr", "0.4"]
     out, peak_anon_mb = run_sampled(command)
     return dict(json.loads(out.strip().splitlines()[-1]), peak_anon_mib=peak_anon_mb)
-
-
-def parallel_tasks(text):
-    """`--parallel-tasks`: "auto" or a whole number."""
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a whole number or auto, got {text!r}") from None
 
 
 def main():

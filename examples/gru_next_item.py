@@ -7,6 +7,10 @@ and fine-tuned the same way: Acc@1, Recall@5 and MRR before and after adaptation
 
 Run:  python examples/gru_next_item.py --output-dir runs/gru_next_item
 
+Expected on a 2-core CPU: about 1.3 minutes in all; on 300 new users, MAML after 3 inner
+steps 29.5% Acc@1 and MRR 0.39, against 0.19 before adapting and 0.20 for the pooled
+baseline fine-tuned the same way (`benchmarks/results/gru_next_item.jsonl`).
+
 Writes a run folder (`--output-dir`): `config.json` (settings and package versions),
 `history.csv` (MAML's loss and ranking metrics per epoch), `tensorboard/`, `checkpoints/` (the
 MAML learner every `--checkpoint-every` steps), `maml_gru.keras` (the learner), `results.json`

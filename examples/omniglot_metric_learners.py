@@ -9,6 +9,10 @@ Run:  python examples/omniglot_metric_learners.py --learner r2d2 --output-dir ru
       python examples/omniglot_metric_learners.py --learner metanet          # original Meta Networks
       python examples/omniglot_metric_learners.py --learner metanet-embedding
 
+Expected on a 2-core CPU with the default R2D2: about 2.4 minutes of training (3.5 in
+all), then 94.4% +- 0.5 5-way 1-shot and 83.4% +- 0.4 20-way 1-shot on 600 episodes of
+unseen alphabets (`benchmarks/results/omniglot_metric_learners.jsonl`).
+
 Writes a run folder (`--output-dir`): `config.json` (settings and package versions),
 `history.csv` (loss and accuracy per epoch), `tensorboard/`, `checkpoints/` (the learner every
 `--checkpoint-every` steps), `<learner>.keras` (the learner), `adapted_5way_classifier.keras`,

@@ -5,6 +5,10 @@ classify characters of alphabets it has never seen from one example each.
 
 Run:  python examples/omniglot_protonet.py --output-dir runs/omniglot_protonet
 
+Expected on a 2-core CPU: about 2.4 minutes of training, then 93.9% +- 0.5
+5-way 1-shot and 82.6% +- 0.4 20-way 1-shot on 600 episodes of unseen alphabets
+(`make demo`'s line in `benchmarks/results/demo.jsonl`).
+
 Writes a run folder (`--output-dir`): `config.json` (settings and package versions),
 `history.csv` (loss, accuracy and 5-way 1-shot validation accuracy per epoch),
 `tensorboard/` (open with `tensorboard --logdir runs`), `checkpoints/` (the learner every

@@ -8,12 +8,15 @@ row that cites a paper ("et al."), or a section whose heading says "published", 
 instead, and version numbers are not measurements.
 """
 
+import ast
 import glob
 import json
 import os
 import re
 import subprocess
 import sys
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = ["README.md", *sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))]
@@ -23,6 +26,15 @@ VERSION = re.compile(r"(?:Python|TensorFlow|Keras|PyTorch|learn2learn|LiteRT|tor
 
 
 def recorded_values(results_dir):
+    lines = []
+    for path in glob.glob(os.path.join(results_dir, "*.jsonl")):
+        with open(path) as f:
+            lines += [json.loads(line) for line in f if line.strip()]
+    return recorded_values_of(lines)
+
+
+def recorded_values_of(lines):
+    """Every number in `lines` (recorded JSON lines), nested ones included, sorted."""
     values = set()
 
     def walk(value):
@@ -37,11 +49,8 @@ def recorded_values(results_dir):
             for item in value:
                 walk(item)
 
-    for path in glob.glob(os.path.join(results_dir, "*.jsonl")):
-        with open(path) as f:
-            for line in f:
-                if line.strip():
-                    walk(json.loads(line))
+    for line in lines:
+        walk(line)
     return sorted(values)
 
 
@@ -90,6 +99,26 @@ def test_every_measured_number_in_readme_and_docs_has_a_recorded_line():
     missing = {page: numbers_without_source(open(os.path.join(ROOT, page)).read(), VALUES) for page in PAGES}
     missing = {page: numbers for page, numbers in missing.items() if numbers}
     assert not missing, json.dumps(missing, indent=1)
+
+
+EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "*.py")))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
+def test_every_example_says_what_it_takes_and_reaches_from_a_recorded_line_of_its_own(path):
+    name = os.path.basename(path)
+    docstring = ast.get_docstring(ast.parse(open(path).read()))
+    expected = [part for part in re.split(r"\n\s*\n", docstring) if part.startswith("Expected on")]
+    assert len(expected) == 1, f"{name}: its docstring needs one paragraph 'Expected on ...' (time and results)"
+    files = re.findall(r"benchmarks/results/([\w.]+)\.jsonl", expected[0])
+    assert files, f"{name}: the 'Expected' paragraph names no results file"
+    values = []
+    for file in files:
+        with open(os.path.join(ROOT, "benchmarks", "results", f"{file}.jsonl")) as f:
+            lines = [json.loads(line) for line in f if line.strip()]
+        values += recorded_values_of([line for line in lines if line.get("script", "").startswith(f"examples/{name}")])
+    assert values, f"{name}: no line of {files} ran this example"
+    assert numbers_without_source(expected[0], sorted(values)) == []
 
 
 def test_the_check_finds_a_number_without_a_line_and_accepts_the_others():

@@ -173,10 +173,10 @@ def test_throughput_benchmark_prints_tasks_per_second_and_memory():
 
 
 def test_benchmarks_take_auto_or_a_number_of_parallel_tasks(monkeypatch, capsys):
-    throughput = import_throughput()
-    assert throughput.parallel_tasks("auto") == "auto" and throughput.parallel_tasks("3") == 3
+    options = import_benchmark("options")
+    assert options.parallel_tasks("auto") == "auto" and options.parallel_tasks("3") == 3
     with pytest.raises(argparse.ArgumentTypeError, match="a whole number or auto, got 'two'"):
-        throughput.parallel_tasks("two")
+        options.parallel_tasks("two")
     assert "--parallel-tasks and --intra-op-threads must be at least 1" in usage_error(
         monkeypatch, capsys, "throughput", "--parallel-tasks", "0")
 
