@@ -9,6 +9,11 @@ Run:  python examples/distributed_maml.py --output-dir runs/distributed_maml
       # several machines: the same command on each, with TF_CONFIG naming the cluster and its index,
       # and an --output-dir every worker can read (docs/distributed.md)
 
+Expected on a 2-core CPU with `--cpu-replicas 2 --steps 200`: about 2.0 minutes in all,
+then 58.8% +- 1.5 5-way 1-shot on 600 episodes of unseen alphabets after those 200 steps
+(`benchmarks/results/distributed_maml.jsonl`); the default 1000 steps train five times as
+long.
+
 Started again with the same command after being killed, a run continues from its last
 completed epoch (`--steps-per-epoch` steps) with the same weights, optimizer state and
 episodes.

@@ -8,6 +8,11 @@ Run:  python examples/omniglot_maml.py --output-dir runs/omniglot_maml
       python examples/omniglot_maml.py --algo anil --steps 500
       python examples/omniglot_maml.py --algo mamlpp --recompute-inner-steps
 
+Expected on a 2-core CPU with the default MAML: about 5.9 minutes in all (5.4 of
+training), then 86.4% +- 0.8 5-way 1-shot on 600 episodes of unseen alphabets, and the
+adapted classifier 86.3% on the other drawings of its five characters
+(`benchmarks/results/omniglot_maml.jsonl`; longer runs reach more, docs/benchmarks.md).
+
 Writes a run folder (`--output-dir`): `config.json` (settings and package versions),
 `history.csv` (loss and accuracy per epoch), `tensorboard/`, `checkpoints/` (the learner every
 `--checkpoint-every` steps), `<algo>.keras` (the learner), `adapted_5way_classifier.keras`,

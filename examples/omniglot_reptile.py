@@ -5,6 +5,10 @@ size, on the bundled Omniglot splits; evaluated 5-way 1-shot on unseen alphabets
 
 Run:  python examples/omniglot_reptile.py --output-dir runs/omniglot_reptile
 
+Expected on a 2-core CPU: about 17.5 minutes in all (15.4 of training), then 59.1% +- 0.8
+5-way 1-shot on 600 episodes of unseen alphabets (`benchmarks/results/omniglot_reptile.jsonl`):
+Reptile needs many more steps than MAML for the same accuracy.
+
 Writes a run folder (`--output-dir`): `config.json` (settings and package versions),
 `history.csv` (loss and accuracy per epoch), `tensorboard/`, `checkpoints/` (the learner every
 `--checkpoint-every` steps), `reptile.keras` (the learner), `results.json`, and the figures
