@@ -135,6 +135,9 @@ ALGOS = {
 }
 FINETUNE = ("finetune", "finetune-cosine")  # trained on whole classes, not episodes
 METRIC_BASED = ("protonet", "matching", "r2d2", "metanet", "metanet-embedding")
+# The gradient-based learners' tasks are small: their ops gain little from several threads each, so each core
+# adapts a task of its own (`parallel_tasks="auto"`) with one thread per op (0 restores TensorFlow's choice).
+GRADIENT_FAST = dict(intra_op_threads=1)
 # Settings that differ from the command-line defaults, per algorithm (a flag given explicitly wins).
 DEFAULTS = {
     "protonet": {},
@@ -144,19 +147,22 @@ DEFAULTS = {
     "metanet-embedding": {},
     "finetune": dict(meta_batch=64, steps=3000),
     "finetune-cosine": dict(meta_batch=64, steps=3000),
-    "maml": dict(train_ways=5, train_queries=5, meta_batch=16, steps=1500, inner_lr=0.4, inner_steps=1,
-                 eval_inner_steps=3),
-    "fomaml": dict(train_ways=5, train_queries=5, meta_batch=16, steps=1500, inner_lr=0.4, inner_steps=1,
-                   eval_inner_steps=3),
-    "metasgd": dict(train_ways=5, train_queries=5, meta_batch=16, steps=1500, inner_lr=0.4, inner_steps=1,
-                    eval_inner_steps=1),
-    "anil": dict(train_ways=5, train_queries=5, meta_batch=16, steps=1500, inner_lr=0.4, inner_steps=3,
-                 eval_inner_steps=10),
-    "mamlpp": dict(train_ways=5, train_queries=5, meta_batch=16, steps=1500, inner_lr=0.1, inner_steps=3,
-                   eval_inner_steps=3),
-    "imaml": dict(train_ways=5, train_queries=5, meta_batch=4, steps=600, inner_lr=0.1, inner_steps=5,
+    # MAML, first-order MAML and MAML++: the settings of their best recorded lines (mirror images as classes too,
+    # a meta learning rate of 3e-3 annealed by a cosine, a thread per op and a task per core), as many steps as
+    # fit in about 28 minutes of training on a 2-core CPU.
+    "maml": dict(GRADIENT_FAST, train_ways=5, train_queries=5, meta_batch=16, steps=6000, inner_lr=0.4,
+                 inner_steps=1, eval_inner_steps=3, flips=True, learning_rate=3e-3),
+    "fomaml": dict(GRADIENT_FAST, train_ways=5, train_queries=5, meta_batch=16, steps=7500, inner_lr=0.4,
+                   inner_steps=1, eval_inner_steps=3, flips=True, learning_rate=3e-3),
+    "mamlpp": dict(GRADIENT_FAST, train_ways=5, train_queries=5, meta_batch=16, steps=6000, inner_lr=0.4,
+                   inner_steps=1, eval_inner_steps=3, flips=True, learning_rate=3e-3),
+    "metasgd": dict(GRADIENT_FAST, train_ways=5, train_queries=5, meta_batch=16, steps=1500, inner_lr=0.4,
+                    inner_steps=1, eval_inner_steps=1),
+    "anil": dict(GRADIENT_FAST, train_ways=5, train_queries=5, meta_batch=16, steps=1500, inner_lr=0.4,
+                 inner_steps=3, eval_inner_steps=10),
+    "imaml": dict(GRADIENT_FAST, train_ways=5, train_queries=5, meta_batch=4, steps=600, inner_lr=0.1, inner_steps=5,
                   eval_inner_steps=5),  # 10 steps at test lowered accuracy (docs/benchmarks.md)
-    "reptile": dict(train_ways=5, train_queries=5, meta_batch=5, steps=3000, inner_lr=1e-3, inner_steps=5,
+    "reptile": dict(GRADIENT_FAST, train_ways=5, train_queries=5, meta_batch=5, steps=3000, inner_lr=1e-3, inner_steps=5,
                     eval_inner_steps=50, learning_rate=1.0, optimizer="sgd"),
 }
 
@@ -190,8 +196,9 @@ def parse_args():
     parser.add_argument("--fce", action="store_true", help="Matching Networks: full context embeddings")
     parser.add_argument("--cosine-scale", type=float,
                         help="Matching Networks: the scale of the cosine similarities (default: the learner's)")
-    parser.add_argument("--flips", action="store_true",
-                        help="the mirror image of each training class (and of its rotations) is a class too")
+    parser.add_argument("--flips", action=argparse.BooleanOptionalAction, default=False,
+                        help="the mirror image of each training class (and of its rotations) is a class too "
+                             "(default: on for maml, fomaml and mamlpp)")
     parser.add_argument("--augment", action="store_true", help="random shift/rotation/zoom of training images")
     parser.add_argument("--filters", type=int, default=64, help="conv4 filters per block")
     parser.add_argument("--spatial-embedding", action="store_true",
@@ -202,7 +209,8 @@ def parse_args():
                         help="gradient-based learners: tasks of a batch adapted at once (`parallel_tasks`; "
                              "default auto, one per core)")
     parser.add_argument("--intra-op-threads", type=int,
-                        help="threads per TensorFlow op (default: TensorFlow's)")
+                        help="threads per TensorFlow op, 0 for TensorFlow's choice (default: 1 for the "
+                             "gradient-based learners, else TensorFlow's choice)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", help="write the meta-trained learner to this .keras file")
     parser.add_argument("--verbose", type=int, default=2,
@@ -220,9 +228,10 @@ def parse_args():
                      f"({', '.join(METRIC_BASED)}), not --algo {args.algo}.")
     if (args.fce or args.cosine_scale is not None) and args.algo != "matching":
         parser.error(f"--fce and --cosine-scale are for --algo matching, not --algo {args.algo}.")
-    if (args.parallel_tasks != "auto" and args.parallel_tasks < 1) or (
-            args.intra_op_threads is not None and args.intra_op_threads < 1):
-        parser.error("--parallel-tasks and --intra-op-threads must be at least 1.")
+    if args.parallel_tasks != "auto" and args.parallel_tasks < 1:
+        parser.error("--parallel-tasks must be at least 1.")
+    if args.intra_op_threads is not None and args.intra_op_threads < 0:
+        parser.error("--intra-op-threads must be at least 0 (0: TensorFlow's choice).")
     if "parallel_tasks" in explicit and args.algo in METRIC_BASED + FINETUNE:
         parser.error(f"--parallel-tasks is for the learners that adapt several tasks at once, not --algo {args.algo}.")
     if args.recompute_inner_steps and args.algo not in SECOND_ORDER_ALGOS:
@@ -276,7 +285,8 @@ def main():
     learner.fit(training_data, epochs=epochs,
                 steps_per_epoch=args.steps // epochs, verbose=args.verbose)
     results = {"algo": args.algo, "train_splits": args.train_splits, **training,
-               "train_steps": args.steps, "eval_episodes": args.eval_episodes,
+               "train_steps": args.steps, "learning_rate": args.learning_rate, "flips": args.flips,
+               "intra_op_threads": args.intra_op_threads or None, "eval_episodes": args.eval_episodes,
                "onednn": keras_meta.onednn_enabled(),
                "train_seconds": round(time.perf_counter() - start, 1)}
     if args.save:

@@ -90,11 +90,29 @@ def test_omniglot_benchmark_rejects_metric_learner_flags_for_gradient_learners(m
                           (["--algo", "reptile", "--multi-step-loss"], "--multi-step-loss is for maml"),
                           (["--algo", "r2d2", "--cosine-scale", "10"], "--cosine-scale are for --algo matching"),
                           (["--algo", "protonet", "--parallel-tasks", "2"], "--parallel-tasks is for the learners"),
-                          (["--algo", "maml", "--parallel-tasks", "0"],
-                           "--parallel-tasks and --intra-op-threads must be at least 1"),
+                          (["--algo", "maml", "--parallel-tasks", "0"], "--parallel-tasks must be at least 1"),
+                          (["--algo", "maml", "--intra-op-threads", "-1"], "--intra-op-threads must be at least 0"),
                           (["--algo", "maml", "--parallel-tasks", "all"], "a whole number or auto, got 'all'"),
                           (["--algo", "fomaml", "--recompute-inner-steps"], "--recompute-inner-steps is for maml")):
         assert message in usage_error(monkeypatch, capsys, "omniglot", *args, entry="parse_args"), args
+
+
+def test_omniglot_benchmark_defaults_are_per_algorithm_and_explicit_flags_win(monkeypatch):
+    omniglot = import_benchmark("omniglot")
+
+    def parsed(*args):
+        monkeypatch.setattr(sys, "argv", ["omniglot.py", *args])
+        return omniglot.parse_args()
+
+    maml = parsed("--algo", "maml")
+    assert (maml.flips, maml.learning_rate, maml.intra_op_threads, maml.train_ways, maml.steps) == (
+        True, 3e-3, 1, 5, 6000)
+    mine = parsed("--algo", "maml", "--no-flips", "--learning-rate", "1e-3", "--intra-op-threads", "0")
+    assert (mine.flips, mine.learning_rate, mine.intra_op_threads) == (False, 1e-3, 0)
+    protonet = parsed("--algo", "protonet")
+    assert (protonet.flips, protonet.learning_rate, protonet.intra_op_threads, protonet.train_ways) == (
+        False, 1e-3, None, 20)
+    assert parsed("--algo", "protonet", "--flips").flips
 
 
 def test_omniglot_benchmark_sets_the_matching_cosine_scale(tmp_path):
