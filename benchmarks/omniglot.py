@@ -140,9 +140,11 @@ METRIC_BASED = ("protonet", "matching", "r2d2", "metanet", "metanet-embedding")
 GRADIENT_FAST = dict(intra_op_threads=1)
 # Settings that differ from the command-line defaults, per algorithm (a flag given explicitly wins).
 DEFAULTS = {
-    "protonet": {},
-    "matching": {},
-    "r2d2": {},
+    # The metric learners: mirror images as classes too and 60-way training episodes (each helps, and they add up:
+    # docs/benchmarks.md); R2D2 with the 3x3x64 embedding its ridge solve gains from.
+    "protonet": dict(flips=True, train_ways=60, steps=2100),
+    "matching": dict(flips=True, train_ways=60, steps=2100),
+    "r2d2": dict(flips=True, train_ways=60, steps=3600, spatial_embedding=True),
     "metanet": {},
     "metanet-embedding": {},
     "finetune": dict(meta_batch=64, steps=3000),
@@ -150,7 +152,7 @@ DEFAULTS = {
     # MAML, first-order MAML and MAML++: the settings of their best recorded lines (mirror images as classes too,
     # a meta learning rate of 3e-3 annealed by a cosine, a thread per op and a task per core), as many steps as
     # fit in about 28 minutes of training on a 2-core CPU.
-    "maml": dict(GRADIENT_FAST, train_ways=5, train_queries=5, meta_batch=16, steps=6000, inner_lr=0.4,
+    "maml": dict(GRADIENT_FAST, train_ways=5, train_queries=5, meta_batch=16, steps=5600, inner_lr=0.4,
                  inner_steps=1, eval_inner_steps=3, flips=True, learning_rate=3e-3),
     "fomaml": dict(GRADIENT_FAST, train_ways=5, train_queries=5, meta_batch=16, steps=7500, inner_lr=0.4,
                    inner_steps=1, eval_inner_steps=3, flips=True, learning_rate=3e-3),
@@ -162,17 +164,20 @@ DEFAULTS = {
                  inner_steps=3, eval_inner_steps=10),
     "imaml": dict(GRADIENT_FAST, train_ways=5, train_queries=5, meta_batch=4, steps=600, inner_lr=0.1, inner_steps=5,
                   eval_inner_steps=5),  # 10 steps at test lowered accuracy (docs/benchmarks.md)
-    "reptile": dict(GRADIENT_FAST, train_ways=5, train_queries=5, meta_batch=5, steps=3000, inner_lr=1e-3, inner_steps=5,
-                    eval_inner_steps=50, learning_rate=1.0, optimizer="sgd"),
+    "reptile": dict(GRADIENT_FAST, train_ways=5, train_queries=5, meta_batch=5, steps=3000, inner_lr=1e-3,
+                    inner_steps=5, eval_inner_steps=50, learning_rate=1.0, optimizer="sgd"),
 }
 
 
-def parse_args():
+def parse_args(argv=None):
+    """The settings of a run: the command line (`argv`, default `sys.argv[1:]`) over the per-algorithm defaults."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_results_argument(parser)
     parser.add_argument("--algo", choices=sorted(ALGOS), default="protonet")
     parser.add_argument("--train-splits", default="small1", help="comma-separated bundled or downloaded splits")
-    parser.add_argument("--train-ways", type=int, default=20, help="(gradient-based learners: also the eval ways)")
+    parser.add_argument("--train-ways", type=int, default=20,
+                        help="classes per training episode (default: 60 for protonet, matching and r2d2; 5 for the "
+                             "gradient-based learners, whose head has that many outputs and is tested at that many)")
     parser.add_argument("--train-shots", type=int, default=1)
     parser.add_argument("--train-queries", type=int, default=5)
     parser.add_argument("--meta-batch", type=int, default=1, help="tasks per training batch")
@@ -198,11 +203,12 @@ def parse_args():
                         help="Matching Networks: the scale of the cosine similarities (default: the learner's)")
     parser.add_argument("--flips", action=argparse.BooleanOptionalAction, default=False,
                         help="the mirror image of each training class (and of its rotations) is a class too "
-                             "(default: on for maml, fomaml and mamlpp)")
+                             "(default: on for protonet, matching, r2d2, maml, fomaml and mamlpp)")
     parser.add_argument("--augment", action="store_true", help="random shift/rotation/zoom of training images")
     parser.add_argument("--filters", type=int, default=64, help="conv4 filters per block")
-    parser.add_argument("--spatial-embedding", action="store_true",
-                        help="metric learners: no max-pool after conv4's last block (3x3x64 embedding)")
+    parser.add_argument("--spatial-embedding", action=argparse.BooleanOptionalAction, default=False,
+                        help="metric learners: no max-pool after conv4's last block (3x3x64 embedding; default: on "
+                             "for r2d2)")
     parser.add_argument("--pretrain-epochs", type=int, default=0,
                         help="metric learners: epochs of whole-class pre-training of the backbone first")
     parser.add_argument("--parallel-tasks", type=parallel_tasks, default="auto",
@@ -215,8 +221,9 @@ def parse_args():
     parser.add_argument("--save", help="write the meta-trained learner to this .keras file")
     parser.add_argument("--verbose", type=int, default=2,
                         help="Keras verbosity of training (and a progress bar on evaluation unless 0)")
-    args = parser.parse_args()
-    explicit = {a.dest for a in parser._actions if any(flag in sys.argv for flag in a.option_strings)}
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    explicit = {a.dest for a in parser._actions if any(flag in argv for flag in a.option_strings)}
     for name, value in DEFAULTS[args.algo].items():
         if name not in explicit:
             setattr(args, name, value)

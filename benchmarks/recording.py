@@ -85,6 +85,29 @@ def command_line(argv=None):
     return shlex.join(["python", script, *argv[1:]])
 
 
+OUTPUT_OPTIONS = ("--verbose", "--results-dir", "--save")  # where output goes, not what the run measures
+
+
+def run_options(line, leave_out=OUTPUT_OPTIONS):
+    """The options of the run behind a recorded line, as a string: its `options` when it has them (lines of
+    `compare.py`), else the arguments of its `command`, without the options in `leave_out` (each with its value).
+
+    >>> run_options({"command": "python benchmarks/omniglot.py --algo r2d2 --flips --steps 600 --verbose 0"})
+    '--algo r2d2 --flips --steps 600'
+    """
+    if "options" in line or "command" not in line:
+        return line.get("options") or ""
+    words, kept = shlex.split(line["command"])[2:], []
+    while words:
+        word = words.pop(0)
+        if word.split("=")[0] in leave_out:
+            if "=" not in word and words:
+                words.pop(0)
+            continue
+        kept.append(word)
+    return shlex.join(kept)
+
+
 def record(name, result, results_dir):
     """`result` with date, commit, CPU and command added, appended to `results_dir/<name>.jsonl` unless
     `results_dir` is empty. Returns the line as a dict."""

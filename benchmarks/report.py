@@ -18,7 +18,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from recording import DEFAULT_DIR, read  # noqa: E402
+from recording import DEFAULT_DIR, OUTPUT_OPTIONS, read, run_options  # noqa: E402
 
 PAGES = [os.path.join(ROOT, "docs", page) for page in ("benchmarks.md", "deploying.md", "gradient_based_learners.md")]
 BLOCK = re.compile(r"(<!-- report: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /report -->)", re.S)
@@ -60,9 +60,8 @@ def latest(lines, key):
 
 def omniglot_table(results_dir):
     def command(line):  # the options of omniglot.py that made the run
-        if "options" in line or "command" not in line:
-            return " ".join(part for part in (f"--algo {line['algo']}", line.get("options")) if part)
-        return line["command"].removeprefix("python benchmarks/omniglot.py ")
+        options = run_options(line, OUTPUT_OPTIONS + ("--algo",))
+        return " ".join(part for part in (f"--algo {line['algo']}", options) if part)
 
     def rank(line):
         algo = line["algo"]

@@ -7,6 +7,7 @@ Keras classifier to five new characters from one drawing each.
 Run:  python examples/omniglot_maml.py --output-dir runs/omniglot_maml
       python examples/omniglot_maml.py --algo anil --steps 500
       python examples/omniglot_maml.py --algo mamlpp --recompute-inner-steps
+      python examples/omniglot_maml.py --flips --learning-rate 3e-3 --steps 6000  # longer (docs/comparison.md)
 
 Expected on a 2-core CPU with the default MAML: about 5.9 minutes in all (5.4 of
 training), then 86.4% +- 0.8 5-way 1-shot on 600 episodes of unseen alphabets, and the
@@ -42,7 +43,13 @@ parser = argparse.ArgumentParser(description="Meta-train MAML on Omniglot.")
 parser.add_argument("--algo", choices=["maml", "fomaml", "metasgd", "anil", "mamlpp"], default="maml")
 parser.add_argument("--output-dir", default="runs/omniglot_maml")
 parser.add_argument("--steps", type=int, default=1000, help="meta-training steps of 16 tasks")
+parser.add_argument("--learning-rate", type=float, default=1e-3,
+                    help="Adam's meta learning rate (MAML++: where its cosine schedule starts)")
+parser.add_argument("--flips", action=argparse.BooleanOptionalAction, default=False,
+                    help="the mirror image of each training character is a class too")
+parser.add_argument("--queries", type=int, default=5, help="query drawings per class in each training task")
 parser.add_argument("--episodes", type=int, default=600, help="evaluation episodes")
+parser.add_argument("--eval-queries", type=int, default=15, help="query drawings per class in each test episode")
 parser.add_argument("--checkpoint-every", type=int, default=250, help="training steps between checkpoints")
 parser.add_argument("--recompute-inner-steps", action="store_true",
                     help="recompute the inner steps while back-propagating: memory of about one step, more time "
@@ -66,13 +73,16 @@ keras.utils.set_random_seed(0)
 """
 ## Data
 
-Training tasks: 5-way 1-shot episodes of `small1` with rotations as new classes.
+Training tasks: 5-way 1-shot episodes of `small1` with rotations (and with `--flips` mirror
+images) as new classes.
 Test tasks: the `small2` alphabets that `small1` lacks.
 """
 
 train, test = omniglot.unseen_alphabet_split(train_splits=("small1",), test_split="small2")
-sampler = EpisodeSampler(train.images, train.labels, ways=5, shots=1, queries=5,
-                         rotations=(0, 90, 180, 270), seed=0)
+sampler = EpisodeSampler(train.images, train.labels, ways=5, shots=1, queries=args.queries,
+                         rotations=(0, 90, 180, 270), flips=args.flips, seed=0)
+print(f"Training tasks: {sampler.max_ways}-way {sampler.max_shots}-shot, "
+      f"{sampler.queries} queries per class, from {sampler.num_classes} classes")
 
 """
 ## The learner
@@ -96,9 +106,10 @@ learner = {
     "metasgd": lambda: keras_meta.learners.MetaSGD(model, **options),
     "anil": lambda: keras_meta.learners.ANIL(model, **{**options, "inner_steps": 3, "eval_inner_steps": 10}),
 }[args.algo]()
-meta_learning_rate = 1e-3
+meta_learning_rate = args.learning_rate
 if args.algo == "mamlpp":  # MAML++ anneals the meta learning rate: Keras' cosine schedule
-    meta_learning_rate = keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=args.steps, alpha=0.05)
+    meta_learning_rate = keras.optimizers.schedules.CosineDecay(args.learning_rate, decay_steps=args.steps,
+                                                                alpha=0.05)
 learner.compile(
     optimizer=keras.optimizers.Adam(meta_learning_rate),
     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -114,7 +125,8 @@ train_seconds = time.perf_counter() - start
 ## Evaluation on unseen alphabets
 """
 
-score = evaluate_few_shot(learner, test.images, test.labels, ways=5, shots=1, num_episodes=args.episodes)
+score = evaluate_few_shot(learner, test.images, test.labels, ways=5, shots=1, queries=args.eval_queries,
+                          num_episodes=args.episodes)
 print(f"5-way 1-shot accuracy: {score.accuracy:.2%} +- {score.ci95:.2%}")
 
 """

@@ -8,6 +8,7 @@ Run:  python examples/omniglot_metric_learners.py --learner r2d2 --output-dir ru
       python examples/omniglot_metric_learners.py --learner matching --fce
       python examples/omniglot_metric_learners.py --learner metanet          # original Meta Networks
       python examples/omniglot_metric_learners.py --learner metanet-embedding
+      python examples/omniglot_metric_learners.py --ways 60 --steps 2100  # 60-way training (docs/comparison.md)
 
 Expected on a 2-core CPU with the default R2D2: about 2.4 minutes of training (3.5 in
 all), then 94.4% +- 0.5 5-way 1-shot and 83.4% +- 0.4 20-way 1-shot on 600 episodes of
@@ -40,8 +41,15 @@ parser = argparse.ArgumentParser(description="Meta-train a metric- or model-base
 parser.add_argument("--learner", choices=["matching", "r2d2", "metanet", "metanet-embedding"], default="r2d2")
 parser.add_argument("--fce", action="store_true", help="Matching Networks with full context embeddings")
 parser.add_argument("--output-dir", default=None, help="default: runs/omniglot_<learner>")
-parser.add_argument("--steps", type=int, default=2000, help="meta-training steps (one 20-way episode each)")
+parser.add_argument("--steps", type=int, default=2000, help="meta-training steps (one episode each)")
+parser.add_argument("--ways", type=int, default=20, help="classes per training episode")
+parser.add_argument("--queries", type=int, default=5, help="query drawings per class in each training episode")
+parser.add_argument("--flips", action=argparse.BooleanOptionalAction, default=True,
+                    help="the mirror image of each training character is a class too")
+parser.add_argument("--learning-rate", type=float, default=1e-3,
+                    help="where Adam's cosine-annealed learning rate starts")
 parser.add_argument("--episodes", type=int, default=600, help="evaluation episodes")
+parser.add_argument("--eval-queries", type=int, default=15, help="query drawings per class in each test episode")
 parser.add_argument("--checkpoint-every", type=int, default=500, help="training steps between checkpoints")
 args = parser.parse_args()
 args.output_dir = args.output_dir or os.path.join("runs", f"omniglot_{args.learner}")
@@ -51,13 +59,15 @@ keras.utils.set_random_seed(0)
 """
 ## Data
 
-Training tasks: 20-way 1-shot episodes of `small1`, rotations as new classes.
+Training tasks: `--ways`-way (20) 1-shot episodes of `small1`, rotations and mirror images as new classes.
 Test tasks: the `small2` alphabets that `small1` lacks.
 """
 
 train, test = omniglot.unseen_alphabet_split(train_splits=("small1",), test_split="small2")
-sampler = EpisodeSampler(train.images, train.labels, ways=20, shots=1, queries=5,
-                         rotations=(0, 90, 180, 270), flips=True, seed=0)
+sampler = EpisodeSampler(train.images, train.labels, ways=args.ways, shots=1, queries=args.queries,
+                         rotations=(0, 90, 180, 270), flips=args.flips, seed=0)
+print(f"Training tasks: {sampler.max_ways}-way {sampler.max_shots}-shot, "
+      f"{sampler.queries} queries per class, from {sampler.num_classes} classes")
 
 """
 ## The learner
@@ -72,11 +82,11 @@ backbone = keras_meta.models.conv4(input_shape=(28, 28, 1), pool_last_block=args
 learner = {
     "matching": lambda: keras_meta.learners.MatchingNetwork(backbone, full_context_embeddings=args.fce),
     "r2d2": lambda: keras_meta.learners.R2D2(backbone),
-    "metanet": lambda: keras_meta.learners.MetaNetwork(backbone, ways=20),
+    "metanet": lambda: keras_meta.learners.MetaNetwork(backbone, ways=max(args.ways, 20)),  # tested 20-way too
     "metanet-embedding": lambda: keras_meta.learners.EmbeddingMetaNetwork(backbone),
 }[args.learner]()
 learner.compile(
-    optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-3, args.steps, alpha=0.05)),
+    optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(args.learning_rate, args.steps, alpha=0.05)),
     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
 )
@@ -92,7 +102,8 @@ train_seconds = time.perf_counter() - start
 
 results = {"learner": args.learner, "train_seconds": round(train_seconds, 1)}
 for ways in (5, 20):
-    score = evaluate_few_shot(learner, test.images, test.labels, ways=ways, shots=1, num_episodes=args.episodes)
+    score = evaluate_few_shot(learner, test.images, test.labels, ways=ways, shots=1, queries=args.eval_queries,
+                              num_episodes=args.episodes)
     print(f"{ways}-way 1-shot accuracy: {score.accuracy:.2%} +- {score.ci95:.2%}")
     results.update({f"acc_{ways}w1s": score.accuracy, f"ci95_{ways}w1s": score.ci95})
 

@@ -4,6 +4,7 @@ Description: Meta-train a Prototypical Network on the bundled Omniglot splits an
 classify characters of alphabets it has never seen from one example each.
 
 Run:  python examples/omniglot_protonet.py --output-dir runs/omniglot_protonet
+      python examples/omniglot_protonet.py --ways 60 --steps 2000  # 60-way training episodes (docs/comparison.md)
 
 Expected on a 2-core CPU: about 2.4 minutes of training, then 93.9% +- 0.5
 5-way 1-shot and 82.6% +- 0.4 20-way 1-shot on 600 episodes of unseen alphabets
@@ -36,7 +37,14 @@ from keras_meta.runs import RunRecord  # noqa: E402
 parser = argparse.ArgumentParser(description="Meta-train and evaluate a Prototypical Network on Omniglot.")
 parser.add_argument("--output-dir", default="runs/omniglot_protonet")
 parser.add_argument("--steps", type=int, default=2400, help="meta-training episodes")
+parser.add_argument("--ways", type=int, default=20, help="classes per training episode")
+parser.add_argument("--queries", type=int, default=5, help="query drawings per class in each training episode")
+parser.add_argument("--flips", action=argparse.BooleanOptionalAction, default=True,
+                    help="the mirror image of each training character is a class too")
+parser.add_argument("--learning-rate", type=float, default=1e-3,
+                    help="where Adam's cosine-annealed learning rate starts")
 parser.add_argument("--episodes", type=int, default=600, help="evaluation episodes per setting")
+parser.add_argument("--eval-queries", type=int, default=15, help="query drawings per class in each test episode")
 parser.add_argument("--validation-episodes", type=int, default=100,
                     help="5-way 1-shot episodes of unseen alphabets scored after every epoch")
 parser.add_argument("--checkpoint-every", type=int, default=600, help="training steps between checkpoints")
@@ -57,18 +65,20 @@ characters are those of `small2`'s alphabets that `small1` does not have: Japane
 train, test = omniglot.unseen_alphabet_split(train_splits=("small1",), test_split="small2")
 print(f"Training: {len(train.alphabets)} characters x 4 rotations x 2 mirror images; "
       f"testing: {len(test.alphabets)} characters of {sorted(set(test.alphabets))}")
-sampler = EpisodeSampler(train.images, train.labels, ways=20, shots=1, queries=5,
-                         rotations=(0, 90, 180, 270), flips=True, seed=0)
+sampler = EpisodeSampler(train.images, train.labels, ways=args.ways, shots=1, queries=args.queries,
+                         rotations=(0, 90, 180, 270), flips=args.flips, seed=0)
+print(f"Training tasks: {sampler.max_ways}-way {sampler.max_shots}-shot, "
+      f"{sampler.queries} queries per class, from {sampler.num_classes} classes")
 
 """
 ## Meta-training
 
-Each training step is one 20-way 1-shot episode with 5 queries per class.
+Each training step is one `--ways`-way (20) 1-shot episode with `--queries` (5) queries per class.
 """
 
 learner = keras_meta.learners.PrototypicalNetwork(keras_meta.models.conv4(input_shape=(28, 28, 1)))
 learner.compile(
-    optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-3, args.steps, alpha=0.05)),
+    optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(args.learning_rate, args.steps, alpha=0.05)),
     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
 )
@@ -76,7 +86,8 @@ epochs = max(1, args.steps // 200)
 start = time.perf_counter()
 # Accuracy on a fixed set of 5-way 1-shot episodes of the unseen alphabets after every epoch, in the logs
 # (history.csv, TensorBoard) before the record's callbacks write them.
-validation = FewShotEvaluation(test.images, test.labels, ways=5, shots=1, num_episodes=args.validation_episodes)
+validation = FewShotEvaluation(test.images, test.labels, ways=5, shots=1, queries=args.eval_queries,
+                               num_episodes=args.validation_episodes)
 history = learner.fit(sampler.dataset(batch_size=1), epochs=epochs, steps_per_epoch=args.steps // epochs,
                       callbacks=[validation, *record.callbacks(checkpoint_every=args.checkpoint_every)])
 train_seconds = time.perf_counter() - start
@@ -90,7 +101,8 @@ Mean query accuracy and its 95% confidence interval over fixed sets of episodes.
 results = {"train_seconds": round(train_seconds, 1)}
 for ways in (5, 20):
     print(f"Evaluating {ways}-way 1-shot on {args.episodes} episodes")
-    score = evaluate_few_shot(learner, test.images, test.labels, ways=ways, shots=1, num_episodes=args.episodes)
+    score = evaluate_few_shot(learner, test.images, test.labels, ways=ways, shots=1, queries=args.eval_queries,
+                              num_episodes=args.episodes)
     print(f"{ways}-way 1-shot accuracy: {score.accuracy:.2%} +- {score.ci95:.2%}")
     results[f"acc_{ways}w1s"], results[f"ci95_{ways}w1s"] = score.accuracy, score.ci95
 

@@ -35,15 +35,23 @@ from keras_meta.runs import RunRecord  # noqa: E402
 parser = argparse.ArgumentParser(description="Meta-train Reptile on Omniglot.")
 parser.add_argument("--output-dir", default="runs/omniglot_reptile")
 parser.add_argument("--steps", type=int, default=3000, help="meta-training steps of 5 tasks")
+parser.add_argument("--learning-rate", type=float, default=1.0,
+                    help="the meta step size epsilon at the start (annealed linearly to 0)")
+parser.add_argument("--flips", action=argparse.BooleanOptionalAction, default=False,
+                    help="the mirror image of each training character is a class too")
+parser.add_argument("--queries", type=int, default=1, help="query drawings per class in each training task")
 parser.add_argument("--episodes", type=int, default=600, help="evaluation episodes")
+parser.add_argument("--eval-queries", type=int, default=15, help="query drawings per class in each test episode")
 parser.add_argument("--checkpoint-every", type=int, default=1000, help="training steps between checkpoints")
 args = parser.parse_args()
 record = RunRecord(args.output_dir, vars(args), overwrite=True)
 keras.utils.set_random_seed(0)
 
 train, test = omniglot.unseen_alphabet_split(train_splits=("small1",), test_split="small2")
-sampler = EpisodeSampler(train.images, train.labels, ways=5, shots=5, queries=1,
-                         rotations=(0, 90, 180, 270), seed=0)
+sampler = EpisodeSampler(train.images, train.labels, ways=5, shots=5, queries=args.queries,
+                         rotations=(0, 90, 180, 270), flips=args.flips, seed=0)
+print(f"Training tasks: {sampler.max_ways}-way {sampler.max_shots}-shot, "
+      f"{sampler.queries} queries per class, from {sampler.num_classes} classes")
 
 """
 ## The learner
@@ -60,7 +68,8 @@ learner = keras_meta.learners.Reptile(
     inner_steps=5,
     eval_inner_steps=10,
 )
-meta_step = keras.optimizers.schedules.PolynomialDecay(1.0, decay_steps=args.steps, end_learning_rate=0.0)
+meta_step = keras.optimizers.schedules.PolynomialDecay(args.learning_rate, decay_steps=args.steps,
+                                                      end_learning_rate=0.0)
 learner.compile(
     optimizer=keras.optimizers.SGD(meta_step),
     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -72,7 +81,8 @@ history = learner.fit(sampler.dataset(batch_size=5), epochs=epochs, steps_per_ep
                       callbacks=record.callbacks(checkpoint_every=args.checkpoint_every))
 train_seconds = time.perf_counter() - start
 
-score = evaluate_few_shot(learner, test.images, test.labels, ways=5, shots=1, num_episodes=args.episodes)
+score = evaluate_few_shot(learner, test.images, test.labels, ways=5, shots=1, queries=args.eval_queries,
+                          num_episodes=args.episodes)
 print(f"5-way 1-shot accuracy: {score.accuracy:.2%} +- {score.ci95:.2%}")
 record.save_learner(learner, "reptile.keras")
 record.write_results({"algo": "reptile", "acc_5w1s": score.accuracy, "ci95_5w1s": score.ci95,

@@ -342,6 +342,10 @@ def test_clear_errors_name_the_layer_or_the_remedy():
     per_step.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     with pytest.raises(lite.LiteConversionError, match="per-step ones"):
         lite.export_on_device_learner(per_step)
+    preconditioned = keras_meta.learners.MAML(keras_meta.models.mlp((4,), num_outputs=3), inner_transform="kronecker")
+    preconditioned.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with pytest.raises(lite.LiteConversionError, match="preconditions its gradients"):
+        lite.export_on_device_learner(preconditioned)
 
 
 def test_deploying_page_code_blocks_run(tmp_path, monkeypatch):

@@ -485,3 +485,35 @@ def test_per_step_batch_norm_weights_match_finite_differences(float64):
     assert grads[id(layer.gamma)] is None  # replaced by the per-step sets in every pass
     adapted = learner.adapt(inputs["support_x"][0], inputs["support_y"][0])
     np.testing.assert_allclose(adapted.layers[1].gamma.numpy(), sets[0].numpy()[2])  # the adapted weights' set
+
+
+def tiny_conv_classifier():
+    return keras.Sequential([keras.Input((3, 3, 1)), keras.layers.Conv2D(2, 2, activation="tanh"),
+                             keras.layers.Flatten(), keras.layers.Dense(2)])
+
+
+@pytest.mark.parametrize("transform, learner_class", [("kronecker", MAML), ("meta_curvature", MAML),
+                                                     ("kronecker", MetaSGD), ("meta_curvature", MetaSGD)])
+def test_preconditioned_inner_steps_match_finite_differences(float64, transform, learner_class):
+    """Kronecker-factored and meta-curvature matrices (away from their identity start), Meta-SGD's rates beside
+    them and the initial weights all get the exact second-order meta-gradient."""
+    learner = learner_class(tiny_conv_classifier(), inner_learning_rate=0.3, inner_steps=2, inner_transform=transform)
+    rates = learner_class is MetaSGD
+    learner.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    inputs = {"support_x": rng.normal(size=(2, 4, 3, 3, 1)), "support_y": np.array([[0, 1, 0, 1], [1, 0, 1, 0]]),
+              "query_x": rng.normal(size=(2, 3, 3, 3, 1))}
+    labels = np.array([[0, 1, 1], [1, 0, 0]])
+    matrices = [m for per_weight in learner.inner_optimizer.transform.matrices for m in per_weight]
+    expected_shapes = {"kronecker": [(4, 4), (2, 2), (2, 2), (8, 8), (2, 2), (2, 2)],
+                       "meta_curvature": [(4, 4), (1, 1), (2, 2), (2, 2), (8, 8), (2, 2), (2, 2)]}[transform]
+    assert [tuple(m.shape) for m in matrices] == expected_shapes
+    for matrix in matrices:
+        matrix.assign(matrix.numpy() + 0.2 * rng.normal(size=matrix.shape))
+    grads = dict(zip([id(v) for v in learner.trainable_variables], meta_gradient(learner, inputs, labels), strict=True))
+    checked = matrices + list(learner.model.trainable_variables) + (
+        list(learner.inner_optimizer.learning_rates) if rates else [])
+    for variable in checked:
+        expected = finite_difference(learner, inputs, labels, variable)
+        assert np.abs(expected).max() > 1e-6, variable.path
+        assert relative_error(grads[id(variable)].numpy(), expected) < 1e-3, variable.path

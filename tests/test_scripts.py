@@ -25,6 +25,7 @@ def run_script(path, *args, cwd=ROOT):
 def test_omniglot_example_trains_evaluates_and_saves(tmp_path):
     out = run_script("examples/omniglot_protonet.py", "--output-dir", str(tmp_path), "--steps", "20",
                      "--episodes", "10", "--validation-episodes", "10", "--checkpoint-every", "8")
+    assert "Training tasks: 20-way 1-shot, 5 queries per class, from 1088 classes" in out
     results = json.loads((tmp_path / "results.json").read_text())
     assert {"acc_5w1s", "ci95_5w1s", "acc_20w1s", "ci95_20w1s", "train_seconds"} <= set(results)
     assert results["acc_5w1s"] > 0.35 and results["acc_20w1s"] > 0.15  # chance: 0.2 and 0.05
@@ -106,13 +107,15 @@ def test_omniglot_benchmark_defaults_are_per_algorithm_and_explicit_flags_win(mo
 
     maml = parsed("--algo", "maml")
     assert (maml.flips, maml.learning_rate, maml.intra_op_threads, maml.train_ways, maml.steps) == (
-        True, 3e-3, 1, 5, 6000)
+        True, 3e-3, 1, 5, 5600)
     mine = parsed("--algo", "maml", "--no-flips", "--learning-rate", "1e-3", "--intra-op-threads", "0")
     assert (mine.flips, mine.learning_rate, mine.intra_op_threads) == (False, 1e-3, 0)
     protonet = parsed("--algo", "protonet")
     assert (protonet.flips, protonet.learning_rate, protonet.intra_op_threads, protonet.train_ways) == (
-        False, 1e-3, None, 20)
-    assert parsed("--algo", "protonet", "--flips").flips
+        True, 1e-3, None, 60)
+    assert not parsed("--algo", "protonet", "--no-flips").flips
+    assert (parsed("--algo", "r2d2").spatial_embedding, parsed("--algo", "r2d2", "--no-spatial-embedding")
+            .spatial_embedding, parsed("--algo", "metanet").spatial_embedding) == (True, False, False)
 
 
 def test_omniglot_benchmark_sets_the_matching_cosine_scale(tmp_path):
@@ -335,21 +338,26 @@ def test_sine_example_writes_a_plot(tmp_path):
 
 
 def test_omniglot_maml_and_reptile_examples_run(tmp_path):
-    run_script("examples/omniglot_maml.py", "--algo", "mamlpp", "--recompute-inner-steps", "--output-dir",
-               str(tmp_path / "mamlpp"), "--steps", "2", "--episodes", "2", "--checkpoint-every", "1")
+    mamlpp = run_script("examples/omniglot_maml.py", "--algo", "mamlpp", "--recompute-inner-steps", "--output-dir",
+               str(tmp_path / "mamlpp"), "--steps", "2", "--episodes", "2", "--checkpoint-every", "1", "--flips",
+               "--learning-rate", "2e-3", "--queries", "3", "--eval-queries", "4")
     classifier = keras.saving.load_model(str(tmp_path / "mamlpp" / "adapted_5way_classifier.keras"))
     assert classifier.predict(np.zeros((2, 28, 28, 1), "float32"), verbose=0).shape == (2, 5)
     settings = check_run_folder(tmp_path / "mamlpp", ("algo", "acc_5w1s", "ci95_5w1s", "adapted_classifier_accuracy"),
                                 figures=("history", "adaptation", "parameter_change"), files=("mamlpp.keras",))
     assert (settings["algo"], settings["steps"], settings["recompute_inner_steps"]) == ("mamlpp", 2, True)
+    assert (settings["flips"], settings["learning_rate"], settings["queries"]) == (True, 2e-3, 3)
+    assert "Training tasks: 5-way 1-shot, 3 queries per class, from 1088 classes" in mamlpp  # mirror images too
     assert sorted(os.listdir(tmp_path / "mamlpp" / "checkpoints")) == ["epoch001_batch00001.keras",
                                                                        "epoch001_batch00002.keras"]
     learner = keras.saving.load_model(str(tmp_path / "mamlpp" / "mamlpp.keras"))
     assert (type(learner).__name__, learner.recompute_inner_steps, learner.inner_steps) == ("MAMLPlusPlus", True, 3)
-    run_script("examples/omniglot_reptile.py", "--output-dir", str(tmp_path / "reptile"), "--steps", "2",
-               "--episodes", "2")
-    check_run_folder(tmp_path / "reptile", ("algo", "acc_5w1s", "ci95_5w1s", "train_seconds"),
-                     figures=("history", "adaptation", "parameter_change"), files=("reptile.keras",))
+    reptile = run_script("examples/omniglot_reptile.py", "--output-dir", str(tmp_path / "reptile"), "--steps", "2",
+               "--episodes", "2", "--flips", "--learning-rate", "0.5", "--eval-queries", "3")
+    settings = check_run_folder(tmp_path / "reptile", ("algo", "acc_5w1s", "ci95_5w1s", "train_seconds"),
+                                figures=("history", "adaptation", "parameter_change"), files=("reptile.keras",))
+    assert "Training tasks: 5-way 5-shot, 1 queries per class, from 1088 classes" in reptile
+    assert (settings["flips"], settings["learning_rate"], settings["eval_queries"]) == (True, 0.5, 3)
 
 
 def test_gru_next_item_example_reports_ranking_metrics(tmp_path):
@@ -378,16 +386,17 @@ def test_gru_next_item_example_reports_ranking_metrics(tmp_path):
 
 
 def test_metric_learners_example_trains_adapts_and_saves(tmp_path):
-    run_script("examples/omniglot_metric_learners.py", "--learner", "metanet", "--output-dir", str(tmp_path),
-               "--steps", "2", "--episodes", "4")
+    out = run_script("examples/omniglot_metric_learners.py", "--learner", "metanet", "--output-dir", str(tmp_path),
+               "--steps", "2", "--episodes", "4", "--ways", "30", "--queries", "2", "--no-flips", "--eval-queries", "3")
     results = json.loads((tmp_path / "results.json").read_text())
     assert {"acc_5w1s", "acc_20w1s", "adapted_classifier_accuracy"} <= set(results)
     classifier = keras.saving.load_model(str(tmp_path / "adapted_5way_classifier.keras"))  # standard layers only
     assert classifier.predict(np.zeros((2, 28, 28, 1), "float32"), verbose=0).shape == (2, 5)
-    assert keras.saving.load_model(str(tmp_path / "metanet.keras")).ways == 20
+    assert keras.saving.load_model(str(tmp_path / "metanet.keras")).ways == 30  # room for 30-way training episodes
     settings = check_run_folder(tmp_path, ("learner", "acc_5w1s", "ci95_20w1s", "train_seconds"),
                                 figures=("history", "embeddings", "accuracy_vs_shots"))
-    assert (settings["learner"], settings["steps"]) == ("metanet", 2)
+    assert (settings["learner"], settings["steps"], settings["ways"], settings["flips"]) == ("metanet", 2, 30, False)
+    assert "Training tasks: 30-way 1-shot, 2 queries per class, from 544 classes" in out  # no mirror images
 
 
 def test_metric_learners_example_gives_r2d2_the_wide_embedding(tmp_path):
@@ -415,6 +424,19 @@ def test_comparison_script_runs_missing_learners_and_writes_the_table(tmp_path):
     assert [row["onednn"] for row in out["rows"]] == ["on", "off"]  # the stored maml row has no oneDNN flag
     text = table.read_text()
     assert f"| r2d2 {options} |" in text and f"| maml {options} | 50.00% ± 1.00 |" in text
+
+
+def test_comparison_names_each_row_by_the_options_of_its_run_and_marks_earlier_defaults():
+    compare = import_benchmark("compare")
+    common = {"train_ways": 5, "train_seconds": 1.0, "acc_5w1s": 0.5, "ci95_5w1s": 0.01, "onednn": True}
+    direct = dict(common, algo="r2d2", train_steps=600,  # recorded by omniglot.py itself: no "options" key
+                  command="python benchmarks/omniglot.py --algo r2d2 --flips --steps 600 --verbose 0 --save a.keras")
+    today = dict(common, algo="maml", train_steps=6000, learning_rate=3e-3, flips=True,
+                 command="python benchmarks/omniglot.py --algo maml --results-dir=results")
+    earlier = dict(common, algo="fomaml", options="", train_steps=800)  # today's default is 7500 steps
+    _, rows = compare.table([direct, today, earlier])
+    assert [row["learner"] for row in rows] == ["r2d2 --flips --steps 600", "fomaml (earlier defaults)", "maml"]
+    assert compare.at_current_defaults(today) and not compare.at_current_defaults(dict(today, flips=False))
 
 
 def import_benchmark(name):

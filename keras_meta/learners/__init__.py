@@ -6,6 +6,7 @@ from keras_meta.learners.embedding import EmbeddingMetaLearner
 from keras_meta.learners.embedding_meta_network import EmbeddingMetaNetwork
 from keras_meta.learners.finetune import FineTuneBaseline
 from keras_meta.learners.gradient_based import GradientMetaLearner, auto_parallel_tasks
+from keras_meta.learners.gradient_transforms import GradientTransform, KroneckerTransform, MetaCurvatureTransform
 from keras_meta.learners.guard import NonFiniteError
 from keras_meta.learners.imaml import iMAML
 from keras_meta.learners.learnable_optimizer import LearnableOptimizer
@@ -25,12 +26,15 @@ __all__ = [
     "EmbeddingMetaNetwork",
     "FineTuneBaseline",
     "GradientMetaLearner",
+    "GradientTransform",
+    "KroneckerTransform",
     "LearnableOptimizer",
     "MAML",
     "MAMLPlusPlus",
     "MatchingNetwork",
     "MetaLearner",
     "MetaNetwork",
+    "MetaCurvatureTransform",
     "MetaSGD",
     "NonFiniteError",
     "PrototypicalNetwork",

@@ -29,6 +29,7 @@ from keras_meta.data.checks import integer_argument
 from keras_meta.learners import inner_loop
 from keras_meta.learners.base import positive_number
 from keras_meta.learners.gradient_based import GradientMetaLearner
+from keras_meta.learners.gradient_transforms import GradientTransform
 from keras_meta.learners.learnable_optimizer import LearnableOptimizer
 
 
@@ -51,6 +52,10 @@ class MAML(GradientMetaLearner):
         learn_inner_learning_rate: `False`, or `"parameter"`, `"tensor"`,
             `"scalar"` (or `True` = `"parameter"`): learn the inner rates with a
             `LearnableOptimizer` (Meta-SGD).
+        inner_transform: `None`, `"kronecker"` or `"meta_curvature"` (or a
+            `GradientTransform`): precondition each inner gradient with
+            meta-learned matrices, identity at first (Kronecker-factored or
+            meta-curvature; `keras_meta.learners.gradient_transforms`).
         inner_loss: the support-set loss (default: the compiled loss).
         multi_step_loss: meta-train on the mean of the query losses after
             every inner step, not only the last (the multi-step loss of
@@ -83,7 +88,7 @@ class MAML(GradientMetaLearner):
                  truncation=None, inner_clipnorm=None, adapt_layers=None, learn_inner_learning_rate=False,
                  inner_loss=None, multi_step_loss=False, recompute_inner_steps=False,
                  multi_step_loss_annealing_steps=None, first_order_steps=None, per_step_inner_learning_rates=False,
-                 per_step_batch_norm=False, **kwargs):
+                 per_step_batch_norm=False, inner_transform=None, **kwargs):
         super().__init__(model, inner_steps=inner_steps, eval_inner_steps=eval_inner_steps,
                          adapt_layers=adapt_layers, inner_loss=inner_loss, **kwargs)
         self.inner_learning_rate = positive_number(
@@ -127,11 +132,15 @@ class MAML(GradientMetaLearner):
         self.learn_inner_learning_rate = learn_inner_learning_rate or False
         self.per_step_batch_norm = bool(per_step_batch_norm)
         self.batch_norm_steps = self.per_step_batch_norm_weights() if self.per_step_batch_norm else []
+        # A name, or a transform's config (an instance as attribute would be tracked as a layer of the learner).
+        self.inner_transform = (keras.saving.serialize_keras_object(inner_transform)
+                                if isinstance(inner_transform, GradientTransform) else inner_transform)
         self.inner_optimizer = None
-        if self.learn_inner_learning_rate:
+        if self.learn_inner_learning_rate or inner_transform is not None:
             self.inner_optimizer = LearnableOptimizer(
-                self.inner_learning_rate, self.learn_inner_learning_rate,
-                steps=max(self.inner_steps, 1) if self.per_step_inner_learning_rates else None, name="inner_optimizer")
+                self.inner_learning_rate, self.learn_inner_learning_rate or None,
+                steps=max(self.inner_steps, 1) if self.per_step_inner_learning_rates else None,
+                transform=inner_transform, name="inner_optimizer")
             adapted = [v for v, adapts in zip(self.model.trainable_variables, self.adapt_mask, strict=True) if adapts]
             self.inner_optimizer.build_for([v.shape for v in adapted])
         self.built = True
@@ -232,5 +241,6 @@ class MAML(GradientMetaLearner):
             first_order_steps=self.first_order_steps,
             per_step_inner_learning_rates=self.per_step_inner_learning_rates,
             per_step_batch_norm=self.per_step_batch_norm,
+            inner_transform=self.inner_transform,
         )
         return config

@@ -93,6 +93,11 @@ def check_learner(learner):
             f"{type(learner).__name__} has per-step ones (`per_step_inner_learning_rates` or `per_step_batch_norm`, "
             "as MAMLPlusPlus). Export `learner.adapt(...)` with `export_model` instead."
         )
+    if getattr(learner.inner_optimizer, "transform", None) is not None:
+        raise export.LiteConversionError(
+            f"On-device adaptation takes plain SGD steps with learned rates; this {type(learner).__name__} "
+            "preconditions its gradients (`inner_transform`). Export `learner.adapt(...)` with `export_model` instead."
+        )
     loss = learner.inner_loss if learner.inner_loss is not None else getattr(learner, "loss", None)
     if loss is not None and not isinstance(loss, (dict, list, tuple)):
         loss = keras.losses.get(loss)
