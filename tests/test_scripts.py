@@ -431,9 +431,11 @@ def test_comparison_names_each_row_by_the_options_of_its_run_and_marks_earlier_d
     common = {"train_ways": 5, "train_seconds": 1.0, "acc_5w1s": 0.5, "ci95_5w1s": 0.01, "onednn": True}
     direct = dict(common, algo="r2d2", train_steps=600,  # recorded by omniglot.py itself: no "options" key
                   command="python benchmarks/omniglot.py --algo r2d2 --flips --steps 600 --verbose 0 --save a.keras")
-    today = dict(common, algo="maml", train_steps=6000, learning_rate=3e-3, flips=True,
+    maml_defaults = compare.parse_args(["--algo", "maml"])
+    today = dict(common, algo="maml", train_steps=maml_defaults.steps, learning_rate=maml_defaults.learning_rate,
+                 flips=maml_defaults.flips,
                  command="python benchmarks/omniglot.py --algo maml --results-dir=results")
-    earlier = dict(common, algo="fomaml", options="", train_steps=800)  # today's default is 7500 steps
+    earlier = dict(common, algo="fomaml", options="", train_steps=800)  # today's default is thousands of steps
     _, rows = compare.table([direct, today, earlier])
     assert [row["learner"] for row in rows] == ["r2d2 --flips --steps 600", "fomaml (earlier defaults)", "maml"]
     assert compare.at_current_defaults(today) and not compare.at_current_defaults(dict(today, flips=False))
