@@ -108,6 +108,8 @@ def test_omniglot_benchmark_defaults_are_per_algorithm_and_explicit_flags_win(mo
     maml = parsed("--algo", "maml")
     assert (maml.flips, maml.learning_rate, maml.intra_op_threads, maml.train_ways, maml.steps) == (
         True, 3e-3, 1, 5, 5600)
+    metasgd = parsed("--algo", "metasgd")
+    assert (metasgd.flips, metasgd.learning_rate, metasgd.steps, metasgd.eval_inner_steps) == (True, 3e-3, 6000, 1)
     mine = parsed("--algo", "maml", "--no-flips", "--learning-rate", "1e-3", "--intra-op-threads", "0")
     assert (mine.flips, mine.learning_rate, mine.intra_op_threads) == (False, 1e-3, 0)
     protonet = parsed("--algo", "protonet")
