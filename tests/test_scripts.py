@@ -110,6 +110,9 @@ def test_omniglot_benchmark_defaults_are_per_algorithm_and_explicit_flags_win(mo
         True, 3e-3, 1, 5, 5600)
     metasgd = parsed("--algo", "metasgd")
     assert (metasgd.flips, metasgd.learning_rate, metasgd.steps, metasgd.eval_inner_steps) == (True, 3e-3, 6000, 1)
+    anil = parsed("--algo", "anil")
+    assert (anil.flips, anil.learning_rate, anil.steps, anil.inner_steps, anil.eval_inner_steps) == (
+        True, 3e-3, 6000, 1, 10)
     mine = parsed("--algo", "maml", "--no-flips", "--learning-rate", "1e-3", "--intra-op-threads", "0")
     assert (mine.flips, mine.learning_rate, mine.intra_op_threads) == (False, 1e-3, 0)
     protonet = parsed("--algo", "protonet")
