@@ -154,6 +154,15 @@ def test_full_integer_export_of_a_plain_model(episode):
         lite.export_model(model, quantize="int8")
 
 
+def test_int8_calibration_refuses_too_few_examples_before_converting():
+    learner = keras_meta.learners.ANIL(keras_meta.models.conv4(filters=4, num_classes=3))
+    with pytest.raises(ValueError, match="draws 5 examples at a time, but `representative_data` has 3"):
+        lite.export_on_device_learner(learner, support_size=5, quantize="int8",
+                                      representative_data=np.zeros((3, 28, 28, 1), "float32"))
+    with pytest.raises(ValueError, match="draws 1 example at a time, but `representative_data` has 0"):
+        lite.export_model(learner.model, quantize="int8", representative_data=np.zeros((0, 28, 28, 1), "float32"))
+
+
 # -- the prototype classifier --------------------------------------------------------
 
 

@@ -21,10 +21,14 @@ See docs/deploying.md. Example:
 (2, 3)
 """
 
-from keras_meta.lite.export import QUANTIZATIONS, LiteConversionError, LiteModel, convert_archive, export_model
+from keras_meta.lite.conversion_errors import LiteConversionError
+from keras_meta.lite.converter import convert_archive
+from keras_meta.lite.export import export_model
+from keras_meta.lite.interpreter import LiteModel
 from keras_meta.lite.on_device import export_on_device_learner, restore_state, save_state
 from keras_meta.lite.prototype_classifier import export_prototype_classifier
-from keras_meta.lite.quantize import agreement, quantization_report, representative_images
+from keras_meta.lite.quantization_comparison import quantization_report
+from keras_meta.lite.quantize import QUANTIZATIONS, agreement, representative_images
 
 __all__ = [
     "QUANTIZATIONS",

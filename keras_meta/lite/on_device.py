@@ -67,7 +67,10 @@ import tensorflow as tf
 
 from keras_meta.data.checks import integer_argument
 from keras_meta.learners import inner_loop
-from keras_meta.lite import export
+from keras_meta.lite import converter
+from keras_meta.lite.conversion_errors import LiteConversionError
+from keras_meta.lite.export import input_specs
+from keras_meta.lite.quantize import calibration, check_quantize
 from keras_meta.ops.batch_norm import batch_statistics_become_moving, exact_batch_norm_moments
 
 ADAPT_LAYERS = ("head", "all")
@@ -83,18 +86,18 @@ def check_learner(learner):
     from keras_meta.learners import MAML
 
     if not isinstance(learner, MAML):
-        raise export.LiteConversionError(
+        raise LiteConversionError(
             "On-device adaptation takes a MAML, MetaSGD or ANIL learner (SGD steps with its inner learning "
             f"rates), got {type(learner).__name__}. Export `learner.adapt(...)` with `export_model` instead."
         )
     if getattr(learner.inner_optimizer, "steps", None) is not None or getattr(learner, "batch_norm_steps", None):
-        raise export.LiteConversionError(
+        raise LiteConversionError(
             f"On-device adaptation runs the same learning rates and batch-norm weights at every inner step; this "
             f"{type(learner).__name__} has per-step ones (`per_step_inner_learning_rates` or `per_step_batch_norm`, "
             "as MAMLPlusPlus). Export `learner.adapt(...)` with `export_model` instead."
         )
     if getattr(learner.inner_optimizer, "transform", None) is not None:
-        raise export.LiteConversionError(
+        raise LiteConversionError(
             f"On-device adaptation takes plain SGD steps with learned rates; this {type(learner).__name__} "
             "preconditions its gradients (`inner_transform`). Export `learner.adapt(...)` with `export_model` instead."
         )
@@ -103,7 +106,7 @@ def check_learner(learner):
         loss = keras.losses.get(loss)
         config = loss.get_config() if isinstance(loss, keras.losses.Loss) else {}
         if not isinstance(loss, keras.losses.SparseCategoricalCrossentropy) or not config.get("from_logits"):
-            raise export.LiteConversionError(
+            raise LiteConversionError(
                 "On-device adaptation implements the softmax cross-entropy of integer labels "
                 "(SparseCategoricalCrossentropy(from_logits=True)); the learner's inner loss is "
                 f"{getattr(loss, 'name', loss)!r}."
@@ -132,7 +135,7 @@ def head_layer(model):
     if not isinstance(head, keras.layers.Dense) or head.activation not in (None, keras.activations.linear) \
             or not head.use_bias:
         name = head.name if head is not None else "?"
-        raise export.LiteConversionError(
+        raise LiteConversionError(
             f"adapt_layers='head' needs a model whose last layer is a Dense layer of linear logits with a bias; "
             f"layer {name!r} ({type(head).__name__}) is not. Use adapt_layers='all' (needs Flex ops)."
         )
@@ -174,21 +177,21 @@ def export_on_device_learner(learner, path=None, adapt_layers="head", steps=None
     archive = on_device_archive(learner, adapt_layers, steps, support_size, batch_norm)
     model = learner.model
     dataset = None
-    if export.check_quantize(quantize) == "int8":
+    if check_quantize(quantize) == "int8":
         dataset = _calibration(representative_data, support_size, model.output_shape[-1])
     try:
         # The int8 calibrator cannot load signatures without inputs: int8 files have no `save` and `reset`.
         signatures = INT8_SIGNATURES if quantize == "int8" else SIGNATURES
-        content = export.convert_archive(archive, signatures, quantize, dataset, resource_variables=True,
+        content = converter.convert_archive(archive, signatures, quantize, dataset, resource_variables=True,
                                          allow_flex=allow_flex, model=model, int8_ops=BODY_INT8_OPS)
-    except export.LiteConversionError as error:
+    except LiteConversionError as error:
         if adapt_layers == "head":
             raise
-        raise export.LiteConversionError(
+        raise LiteConversionError(
             f"{error} adapt_layers='head' adapts the last Dense layer with builtin ops only."
         ) from None
     if path is not None:
-        export.write(path, content)
+        converter.write(path, content)
     return content
 
 
@@ -201,7 +204,7 @@ def on_device_archive(learner, adapt_layers="head", steps=None, support_size=Non
         raise ValueError(f"`batch_norm` must be one of {BATCH_NORM}, got {batch_norm!r}.")
     steps = learner.eval_inner_steps if steps is None else integer_argument("steps", steps, minimum=0)
     model = learner.model
-    (spec,) = export.input_specs(model)
+    (spec,) = input_specs(model)
     if adapt_layers == "head":
         endpoints = _head_endpoints(learner, model, steps, batch_norm)
     else:
@@ -262,7 +265,7 @@ def _head_endpoints(learner, model, steps, batch_norm):
     index = {id(v): i for i, v in enumerate(model.trainable_variables)}
     kernel_i, bias_i = index[id(head.kernel)], index[id(head.bias)]
     if not (learner.adapt_mask[kernel_i] and learner.adapt_mask[bias_i]):
-        raise export.LiteConversionError(
+        raise LiteConversionError(
             f"The learner does not adapt the head {head.name!r} (its adapt_layers are {learner.adapt_layers}), so it "
             "has no inner learning rate for it; meta-train with the head adapted (MAML, ANIL)."
         )
@@ -271,7 +274,7 @@ def _head_endpoints(learner, model, steps, batch_norm):
     try:
         body = keras.Model(model.inputs, head.input)
     except Exception as error:  # subclassed models have no graph of layers
-        raise export.LiteConversionError(
+        raise LiteConversionError(
             f"adapt_layers='head' needs a Sequential or functional model, to split off the head {head.name!r}: "
             f"{error}"
         ) from None
@@ -375,20 +378,15 @@ def _all_endpoints(learner, model, steps, batch_norm):
 
 
 def _calibration(images, support_size, ways):
-    if images is None:
-        raise ValueError("int8 quantization needs `representative_data`: an array of typical images.")
-    if callable(images):
-        return images
-    images = np.asarray(images, np.float32)
+    """Calibration samples of `adapt` and `infer`, support sets of `support_size` (or `ways`) images."""
     size = support_size or ways
 
-    def generate():
-        for start in range(0, len(images) - size + 1, size):
-            x = images[start:start + size]
-            yield "adapt", {"support_x": x, "support_y": np.arange(size, dtype=np.int32) % ways}
-            yield "infer", {"x": x}
+    def samples(data, start):
+        x = data[start:start + size]
+        yield "adapt", {"support_x": x, "support_y": np.arange(size, dtype=np.int32) % ways}
+        yield "infer", {"x": x}
 
-    return generate
+    return calibration(images, size, samples)
 
 
 def save_state(lite_model, path, state=None):

@@ -37,7 +37,10 @@ import tensorflow as tf
 
 from keras_meta.data.checks import integer_argument
 from keras_meta.data.episode_format import MASKED_LOGIT
-from keras_meta.lite import export
+from keras_meta.lite import converter
+from keras_meta.lite.conversion_errors import LiteConversionError
+from keras_meta.lite.export import input_specs
+from keras_meta.lite.quantize import calibration, check_quantize
 from keras_meta.ops import distances
 
 # With int8, these ops (the backbone's) are quantized; the prototype and distance arithmetic stays float32:
@@ -54,7 +57,7 @@ def backbone_of(learner_or_backbone):
     if isinstance(learner_or_backbone, keras.Model) and learner_or_backbone.built \
             and len(learner_or_backbone.output_shape) == 2:
         return learner_or_backbone, "euclidean", 10.0
-    raise export.LiteConversionError(
+    raise LiteConversionError(
         "A prototype classifier needs a PrototypicalNetwork or an embedding model (built, output [batch, D]), "
         f"got {type(learner_or_backbone).__name__}."
     )
@@ -78,7 +81,7 @@ def prototype_archive(backbone, distance="euclidean", cosine_scale=10.0, max_way
     if distance not in distances.DISTANCES:
         raise ValueError(f"`distance` must be one of {distances.DISTANCES}, got {distance!r}.")
     integer_argument("max_ways", max_ways)
-    (spec,) = export.input_specs(backbone)
+    (spec,) = input_specs(backbone)
     example_shape = spec.shape[1:]
     dim = backbone.output_shape[-1]
     archive = keras.export.ExportArchive()
@@ -132,33 +135,28 @@ def export_prototype_classifier(learner, path=None, max_ways=20, quantize=None, 
     cosine_scale = learner_scale if cosine_scale is None else float(cosine_scale)
     archive = prototype_archive(backbone, distance, cosine_scale, max_ways)
     dataset = None
-    if export.check_quantize(quantize) == "int8":
+    if check_quantize(quantize) == "int8":
         dataset = _calibration(backbone, representative_data, max_ways)
-    content = export.convert_archive(archive, ["embed", "prototypes", "classify"], quantize, dataset,
+    content = converter.convert_archive(archive, ["embed", "prototypes", "classify"], quantize, dataset,
                                      allow_flex=allow_flex, model=backbone, int8_ops=BACKBONE_INT8_OPS)
     if path is not None:
-        export.write(path, content)
+        converter.write(path, content)
     return content
 
 
 def _calibration(backbone, images, max_ways, ways=5):
-    """Calibration samples of the three signatures from an array of images."""
-    if images is None or callable(images):
-        if images is None:
-            raise ValueError("int8 quantization needs `representative_data`: an array of typical images.")
-        return images
-    images = np.asarray(images, np.float32)
-    ways = min(ways, max_ways, len(images))
+    """Calibration samples of the three signatures: support sets of `ways` images and as many other images."""
+    if images is not None and not callable(images):
+        ways = min(ways, max_ways, len(images))
 
-    def generate():
-        for start in range(0, len(images) - ways + 1, ways):
-            x = images[start:start + ways]
-            labels = np.arange(ways, dtype=np.int32)
-            embeddings = backbone(x, training=False)
-            protos, counts = distances.class_prototypes(embeddings, labels, max_ways)
-            yield "embed", {"x": x}
-            yield "prototypes", {"support_x": x, "support_y": labels}
-            queries = np.roll(images, -(start + ways), axis=0)[:ways]
-            yield "classify", {"x": queries, "prototypes": protos.numpy(), "counts": counts.numpy()}
+    def samples(data, start):
+        x = data[start:start + ways]
+        labels = np.arange(ways, dtype=np.int32)
+        embeddings = backbone(x, training=False)
+        protos, counts = distances.class_prototypes(embeddings, labels, max_ways)
+        yield "embed", {"x": x}
+        yield "prototypes", {"support_x": x, "support_y": labels}
+        queries = np.roll(data, -(start + ways), axis=0)[:ways]
+        yield "classify", {"x": queries, "prototypes": protos.numpy(), "counts": counts.numpy()}
 
-    return generate
+    return calibration(images, ways, samples)

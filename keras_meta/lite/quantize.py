@@ -1,4 +1,4 @@
-"""Quantization: calibration images drawn from episodes, and how far each variant is from the float model.
+"""Quantization: its variants, calibration data drawn from episodes, and how close two sets of outputs are.
 
 Variants (`quantize=` of every export function):
 
@@ -27,7 +27,43 @@ Example:
 import numpy as np
 
 from keras_meta.data import EpisodeSampler
-from keras_meta.lite import export
+
+QUANTIZATIONS = (None, "dynamic", "float16", "int8")
+"""The values of `quantize`: None (float32), dynamic-range, float16 or int8 quantization."""
+
+
+def check_quantize(quantize):
+    """`quantize` as one of `QUANTIZATIONS` (`"none"`, `"float32"` and `"float"` mean None), or a `ValueError`."""
+    if quantize in ("none", "float32", "float"):
+        quantize = None
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"`quantize` must be one of {QUANTIZATIONS}, got {quantize!r}.")
+    return quantize
+
+
+def calibration(data, chunk_size, samples):
+    """The converter's `representative_dataset` for int8, from an array of typical inputs.
+
+    `data` is cut into chunks of `chunk_size` examples; `samples(data, start)`
+    gives the converter samples (`{input: array}` or `(signature, {...})`) of
+    the chunk that begins at `start`. A callable `data` is already a
+    representative dataset and is returned as is.
+    """
+    if data is None:
+        raise ValueError("int8 quantization needs `representative_data`: an array of typical inputs "
+                         "(e.g. `lite.representative_images(images, labels)`), 100 or more examples.")
+    if callable(data):
+        return data
+    data = np.asarray(data, np.float32)
+    if len(data) < chunk_size:
+        raise ValueError(f"int8 calibration draws {chunk_size} example{'s' if chunk_size != 1 else ''} at a time, but "
+                         f"`representative_data` has {len(data)}; give 100 or more typical inputs.")
+
+    def generate():
+        for start in range(0, len(data) - chunk_size + 1, chunk_size):
+            yield from samples(data, start)
+
+    return generate
 
 
 def representative_images(images, labels, ways=5, shots=1, queries=5, num_episodes=20, seed=0, rotations=None):
@@ -58,23 +94,3 @@ def agreement(reference, outputs):
         "relative_diff": diff / max(1.0, float(np.max(np.abs(reference))) if reference.size else 1.0),
         "argmax_agreement": float(np.mean(reference.argmax(-1) == outputs.argmax(-1))),
     }
-
-
-def quantization_report(model, x, representative_data=None, quantizations=export.QUANTIZATIONS, directory=None):
-    """Exports `model` in each variant and compares the interpreter's outputs on `x` with the Keras model's.
-
-    Returns `{variant: {"size_bytes", "max_abs_diff", "argmax_agreement"}}`
-    with variant `"float32"` for None. `representative_data` calibrates int8;
-    `directory` keeps the files (`model_<variant>.tflite`).
-    """
-    reference = model.predict(x, verbose=0)
-    report = {}
-    for quantize in quantizations:
-        name = quantize or "float32"
-        path = None if directory is None else f"{directory}/model_{name}.tflite"
-        content = export.export_model(model, path, quantize=quantize, representative_data=representative_data)
-        outputs = export.LiteModel(content).predict(x)
-        scores = agreement(reference, outputs)
-        report[name] = {"size_bytes": len(content), "max_abs_diff": scores["max_abs_diff"],
-                        "argmax_agreement": scores["argmax_agreement"]}
-    return report
