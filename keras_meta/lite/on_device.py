@@ -66,12 +66,12 @@ import numpy as np
 import tensorflow as tf
 
 from keras_meta.data.checks import integer_argument
-from keras_meta.learners import inner_loop
-from keras_meta.lite import converter
+from keras_meta.lite import converter, on_device_steps
 from keras_meta.lite.conversion_errors import LiteConversionError
 from keras_meta.lite.export import input_specs
+from keras_meta.lite.on_device_checks import check_learner
+from keras_meta.lite.on_device_state import named_state, restore_state, save_state
 from keras_meta.lite.quantize import calibration, check_quantize
-from keras_meta.ops.batch_norm import batch_statistics_become_moving, exact_batch_norm_moments
 
 ADAPT_LAYERS = ("head", "all")
 BATCH_NORM = ("support", "moving")
@@ -80,80 +80,6 @@ BATCH_NORM = ("support", "moving")
 BODY_INT8_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D")
 SIGNATURES = ("adapt", "infer", "save", "restore", "reset")
 INT8_SIGNATURES = ("adapt", "infer", "restore")
-
-
-def check_learner(learner):
-    from keras_meta.learners import MAML
-
-    if not isinstance(learner, MAML):
-        raise LiteConversionError(
-            "On-device adaptation takes a MAML, MetaSGD or ANIL learner (SGD steps with its inner learning "
-            f"rates), got {type(learner).__name__}. Export `learner.adapt(...)` with `export_model` instead."
-        )
-    if getattr(learner.inner_optimizer, "steps", None) is not None or getattr(learner, "batch_norm_steps", None):
-        raise LiteConversionError(
-            f"On-device adaptation runs the same learning rates and batch-norm weights at every inner step; this "
-            f"{type(learner).__name__} has per-step ones (`per_step_inner_learning_rates` or `per_step_batch_norm`, "
-            "as MAMLPlusPlus). Export `learner.adapt(...)` with `export_model` instead."
-        )
-    if getattr(learner.inner_optimizer, "transform", None) is not None:
-        raise LiteConversionError(
-            f"On-device adaptation takes plain SGD steps with learned rates; this {type(learner).__name__} "
-            "preconditions its gradients (`inner_transform`). Export `learner.adapt(...)` with `export_model` instead."
-        )
-    loss = learner.inner_loss if learner.inner_loss is not None else getattr(learner, "loss", None)
-    if loss is not None and not isinstance(loss, (dict, list, tuple)):
-        loss = keras.losses.get(loss)
-        config = loss.get_config() if isinstance(loss, keras.losses.Loss) else {}
-        if not isinstance(loss, keras.losses.SparseCategoricalCrossentropy) or not config.get("from_logits"):
-            raise LiteConversionError(
-                "On-device adaptation implements the softmax cross-entropy of integer labels "
-                "(SparseCategoricalCrossentropy(from_logits=True)); the learner's inner loss is "
-                f"{getattr(loss, 'name', loss)!r}."
-            )
-    return learner
-
-
-def learning_rates(learner):
-    """One rate (scalar or per-parameter array) per trainable variable of `learner.model` (None if frozen)."""
-    model = learner.model
-    rates = [None] * len(model.trainable_variables)
-    adapted = [i for i, adapts in enumerate(learner.adapt_mask) if adapts]
-    if learner.inner_optimizer is None:
-        for i in adapted:
-            rates[i] = np.float32(learner.inner_learning_rate)
-    else:
-        for i, rate in zip(adapted, learner.inner_optimizer.learning_rates, strict=True):
-            rates[i] = np.asarray(keras.ops.convert_to_numpy(rate), np.float32)
-    return rates
-
-
-def head_layer(model):
-    """The last layer of `model`: a `Dense` layer computing linear logits, with a bias."""
-    layers = model.layers
-    head = layers[-1] if layers else None
-    if not isinstance(head, keras.layers.Dense) or head.activation not in (None, keras.activations.linear) \
-            or not head.use_bias:
-        name = head.name if head is not None else "?"
-        raise LiteConversionError(
-            f"adapt_layers='head' needs a model whose last layer is a Dense layer of linear logits with a bias; "
-            f"layer {name!r} ({type(head).__name__}) is not. Use adapt_layers='all' (needs Flex ops)."
-        )
-    return head
-
-
-def cross_entropy(onehot, logits):
-    """Mean softmax cross-entropy with builtin ops only."""
-    return -tf.reduce_mean(tf.reduce_sum(onehot * tf.nn.log_softmax(logits), axis=-1))
-
-
-def clip(grads, clipnorm):
-    """`inner_loop.clip_by_global_norm` written with builtin TFLite ops only (no finiteness checks)."""
-    if clipnorm is None:
-        return grads
-    norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads]))
-    scale = clipnorm / tf.maximum(norm, clipnorm)
-    return [g * scale for g in grads]
 
 
 def export_on_device_learner(learner, path=None, adapt_layers="head", steps=None, support_size=None,
@@ -206,9 +132,9 @@ def on_device_archive(learner, adapt_layers="head", steps=None, support_size=Non
     model = learner.model
     (spec,) = input_specs(model)
     if adapt_layers == "head":
-        endpoints = _head_endpoints(learner, model, steps, batch_norm)
+        endpoints = on_device_steps.head_endpoints(learner, model, steps, batch_norm)
     else:
-        endpoints = _all_endpoints(learner, model, steps, batch_norm)
+        endpoints = on_device_steps.all_endpoints(learner, model, steps, batch_norm)
     functions, variables = endpoints
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -222,159 +148,10 @@ def on_device_archive(learner, adapt_layers="head", steps=None, support_size=Non
                          input_signature=[tf.TensorSpec([None, *example], spec.dtype, name="x")])
     archive.add_endpoint("save", functions["save"], input_signature=[])
     archive.add_endpoint("restore", functions["restore"], input_signature=[
-        tf.TensorSpec(v.shape, v.dtype, name=name) for name, v in _named(variables)
+        tf.TensorSpec(v.shape, v.dtype, name=name) for name, v in named_state(variables)
     ])
     archive.add_endpoint("reset", functions["reset"], input_signature=[])
     return archive
-
-
-def _named(variables):
-    weights = [v for v in variables if v.name.startswith("weight_")]
-    states = [v for v in variables if v.name.startswith("state_")]
-    return [(v.name.split(":")[0], v) for v in weights + states]
-
-
-def _outputs(variables, values):
-    """`{name: value}` of the file's state, from values in the order of `variables`."""
-    value_of = {id(v): value for v, value in zip(variables, values, strict=True)}
-    return {name: value_of[id(v)] for name, v in _named(variables)}
-
-
-def _state_functions(variables, initial):
-    """`save`, `restore` and `reset` over the file's variables."""
-    named = _named(variables)
-
-    def save():
-        return {name: tf.identity(v) for name, v in named}
-
-    def restore(*values):
-        for (_, v), value in zip(named, values, strict=True):
-            v.assign(value)
-        return {"restored": tf.constant(len(named), tf.int32)}
-
-    def reset():
-        for (_, v), value in zip(named, initial, strict=True):
-            v.assign(value)
-        return {"reset": tf.constant(len(named), tf.int32)}
-
-    return save, restore, reset
-
-
-def _head_endpoints(learner, model, steps, batch_norm):
-    head = head_layer(model)
-    index = {id(v): i for i, v in enumerate(model.trainable_variables)}
-    kernel_i, bias_i = index[id(head.kernel)], index[id(head.bias)]
-    if not (learner.adapt_mask[kernel_i] and learner.adapt_mask[bias_i]):
-        raise LiteConversionError(
-            f"The learner does not adapt the head {head.name!r} (its adapt_layers are {learner.adapt_layers}), so it "
-            "has no inner learning rate for it; meta-train with the head adapted (MAML, ANIL)."
-        )
-    rates = learning_rates(learner)
-    kernel_rate, bias_rate = tf.constant(rates[kernel_i]), tf.constant(rates[bias_i])
-    try:
-        body = keras.Model(model.inputs, head.input)
-    except Exception as error:  # subclassed models have no graph of layers
-        raise LiteConversionError(
-            f"adapt_layers='head' needs a Sequential or functional model, to split off the head {head.name!r}: "
-            f"{error}"
-        ) from None
-    ways = head.units
-    clipnorm = learner.inner_clipnorm
-    kernel0 = tf.constant(keras.ops.convert_to_numpy(head.kernel))
-    bias0 = tf.constant(keras.ops.convert_to_numpy(head.bias))
-    kernel = tf.Variable(kernel0, name="weight_0")
-    bias = tf.Variable(bias0, name="weight_1")
-    variables = [kernel, bias]
-    support_stats = batch_norm == "support" and bool(body.non_trainable_variables)
-    state0 = [tf.constant(keras.ops.convert_to_numpy(v)) for v in body.non_trainable_variables]
-    state = [tf.Variable(s, name=f"state_{i}") for i, s in enumerate(state0)] if support_stats else []
-    variables += state
-    initial = [kernel0, bias0] + (state0 if support_stats else [])
-    body_weights = list(body.trainable_variables)
-
-    def features(x, training):
-        current = [tf.convert_to_tensor(s) for s in state] if support_stats else state0
-        with batch_statistics_become_moving(body), exact_batch_norm_moments():  # TFLite builtins
-            return body.stateless_call([tf.convert_to_tensor(w) for w in body_weights], current, x,
-                                       training=training)
-
-    def adapt(support_x, support_y):
-        new_state = []
-        if support_stats:
-            h, new_state = features(support_x, training=True)
-            for v, value in zip(state, new_state, strict=True):
-                v.assign(value)
-        else:
-            h, _ = features(support_x, training=False)
-        onehot = tf.one_hot(support_y, ways, dtype=h.dtype)
-        count = tf.cast(tf.shape(h)[0], h.dtype)
-        w, b = kernel0, bias0
-        for _ in range(steps):
-            dlogits = (tf.nn.softmax(tf.matmul(h, w) + b) - onehot) / count
-            grads = clip([tf.matmul(h, dlogits, transpose_a=True), tf.reduce_sum(dlogits, axis=0)], clipnorm)
-            w, b = w - kernel_rate * grads[0], b - bias_rate * grads[1]
-        kernel.assign(w)
-        bias.assign(b)
-        return {"loss": cross_entropy(onehot, tf.matmul(h, w) + b), **_outputs(variables, [w, b, *new_state])}
-
-    def infer(x):
-        h, _ = features(x, training=False)
-        return {"logits": tf.matmul(h, kernel) + bias}
-
-    save, restore, reset = _state_functions(variables, initial)
-    return dict(adapt=adapt, infer=infer, save=save, restore=restore, reset=reset), variables
-
-
-def _all_endpoints(learner, model, steps, batch_norm):
-    mask = learner.adapt_mask
-    rates = learning_rates(learner)
-    adapted = [i for i, adapts in enumerate(mask) if adapts]
-    meta = [tf.constant(keras.ops.convert_to_numpy(v)) for v in model.trainable_variables]
-    weights = {i: tf.Variable(meta[i], name=f"weight_{n}") for n, i in enumerate(adapted)}
-    frozen = list(model.trainable_variables)
-    state0 = [tf.constant(keras.ops.convert_to_numpy(v)) for v in model.non_trainable_variables]
-    support_stats = batch_norm == "support" and bool(state0)
-    state = [tf.Variable(s, name=f"state_{i}") for i, s in enumerate(state0)] if support_stats else []
-    variables = [weights[i] for i in adapted] + state
-    initial = [meta[i] for i in adapted] + (state0 if support_stats else [])
-    rate_tensors = {i: tf.constant(rates[i]) for i in adapted}
-    ways = model.output_shape[-1]
-    clipnorm = learner.inner_clipnorm
-    training = batch_norm == "support"
-
-    def current_weights(values):
-        return [values[i] if i in values else tf.convert_to_tensor(frozen[i]) for i in range(len(frozen))]
-
-    def adapt(support_x, support_y):
-        values = {i: meta[i] for i in adapted}
-        onehot = tf.one_hot(support_y, ways)
-        with batch_statistics_become_moving(model), exact_batch_norm_moments():  # TFLite builtins
-            for _ in range(steps):
-                params = [values[i] for i in adapted]
-                with tf.GradientTape(watch_accessed_variables=False) as tape:
-                    tape.watch(params)
-                    logits, _ = model.stateless_call(current_weights(values), state0, support_x, training=training)
-                    loss = cross_entropy(onehot, logits)
-                grads = clip(inner_loop.dense_gradients(tape.gradient(loss, params), params), clipnorm)
-                for i, g in zip(adapted, grads, strict=True):
-                    values[i] = values[i] - rate_tensors[i] * g
-            logits, new_state = model.stateless_call(current_weights(values), state0, support_x, training=training)
-        for i in adapted:
-            weights[i].assign(values[i])
-        if support_stats:  # otherwise the statistics stay the meta-trained moving ones
-            for v, value in zip(state, new_state, strict=True):
-                v.assign(value)
-        new_values = [values[i] for i in adapted] + (list(new_state) if support_stats else [])
-        return {"loss": cross_entropy(onehot, logits), **_outputs(variables, new_values)}
-
-    def infer(x):
-        values = {i: tf.convert_to_tensor(weights[i]) for i in adapted}
-        current_state = [tf.convert_to_tensor(s) for s in state] if support_stats else state0
-        logits, _ = model.stateless_call(current_weights(values), current_state, x, training=False)
-        return {"logits": logits}
-
-    save, restore, reset = _state_functions(variables, initial)
-    return dict(adapt=adapt, infer=infer, save=save, restore=restore, reset=reset), variables
 
 
 def _calibration(images, support_size, ways):
@@ -389,22 +166,4 @@ def _calibration(images, support_size, ways):
     return calibration(images, size, samples)
 
 
-def save_state(lite_model, path, state=None):
-    """Writes the adapted state of an on-device file (`LiteModel`) to a `.npz` file; returns `path`.
-
-    `state`: the outputs of an `adapt` call (needed for int8 files, which
-    have no `save` signature); default: the file's `save` signature.
-    """
-    if state is None:
-        if "save" not in lite_model.signatures:
-            raise ValueError("This file has no `save` signature (int8): pass `state=`, the outputs of `adapt`.")
-        state = lite_model.run("save")
-    np.savez(path, **{name: value for name, value in state.items() if name != "loss"})
-    return path
-
-
-def restore_state(lite_model, path):
-    """Puts a state written by `save_state` back into an on-device file (`LiteModel`)."""
-    with np.load(path) as data:
-        lite_model.run("restore", **{name: data[name] for name in data.files})
-    return lite_model
+__all__ = ["export_on_device_learner", "on_device_archive", "restore_state", "save_state"]
