@@ -492,7 +492,7 @@ def plot_embeddings(learner, inputs, query_y=None, task=0):
     >>> inputs, query_y = next(iter(sampler.dataset(batch_size=1)))  # doctest: +SKIP
     >>> fig = plot_embeddings(protonet, inputs, query_y)  # doctest: +SKIP
     """
-    from keras_meta.learners.embedding import EmbeddingMetaLearner
+    from keras_meta.learners.embedding_based import EmbeddingMetaLearner
 
     if not isinstance(learner, EmbeddingMetaLearner):
         raise ValueError(

@@ -2,7 +2,7 @@
 
 from keras_meta.learners.anil import ANIL
 from keras_meta.learners.base import MetaLearner
-from keras_meta.learners.embedding import EmbeddingMetaLearner
+from keras_meta.learners.embedding_based import EmbeddingMetaLearner
 from keras_meta.learners.embedding_meta_network import EmbeddingMetaNetwork
 from keras_meta.learners.finetune import FineTuneBaseline
 from keras_meta.learners.gradient_based import GradientMetaLearner, auto_parallel_tasks

@@ -40,7 +40,7 @@ import tensorflow as tf
 from keras_meta.data.checks import integer_argument
 from keras_meta.data.episode_format import MASKED_LOGIT, QUERY_X, SUPPORT_X, SUPPORT_Y
 from keras_meta.learners.base import check_support_set, class_labels, positive_number, unpack_episode
-from keras_meta.learners.embedding import EmbeddingMetaLearner, check_backbone, mask_absent_classes
+from keras_meta.learners.embedding_based import EmbeddingMetaLearner, check_backbone, mask_absent_classes
 from keras_meta.ops.functional import clone_model, functional_call
 from keras_meta.ops.xla import episode_num_classes
 

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from keras_meta.data.episode_format import MASKED_LOGIT
 from keras_meta.learners.base import check_support_set, positive_number
-from keras_meta.learners.embedding import EmbeddingMetaLearner, cosine_similarity
+from keras_meta.learners.embedding_based import EmbeddingMetaLearner, cosine_similarity
 from keras_meta.models.layers import SupportClassLogits
 from keras_meta.ops.functional import clone_model
 from keras_meta.ops.matching import matching_log_probas

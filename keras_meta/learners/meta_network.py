@@ -37,7 +37,7 @@ import tensorflow as tf
 
 from keras_meta.data.episode_format import MASKED_LOGIT
 from keras_meta.learners.base import check_support_set, positive_number
-from keras_meta.learners.embedding import EmbeddingMetaLearner, cosine_attention, mask_absent_classes
+from keras_meta.learners.embedding_based import EmbeddingMetaLearner, cosine_attention, mask_absent_classes
 from keras_meta.ops.functional import clone_model
 from keras_meta.ops.xla import episode_num_classes, in_xla_context
 

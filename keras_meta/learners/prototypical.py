@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from keras_meta.learners.base import check_support_set, positive_number
-from keras_meta.learners.embedding import EmbeddingMetaLearner, mask_absent_classes
+from keras_meta.learners.embedding_based import EmbeddingMetaLearner, mask_absent_classes
 from keras_meta.ops import distances
 from keras_meta.ops.functional import clone_model
 from keras_meta.ops.xla import episode_num_classes

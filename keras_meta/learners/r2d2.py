@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_meta.learners.base import check_support_set
-from keras_meta.learners.embedding import EmbeddingMetaLearner, mask_absent_classes
+from keras_meta.learners.embedding_based import EmbeddingMetaLearner, mask_absent_classes
 from keras_meta.ops.functional import clone_model
 from keras_meta.ops.ridge import ridge_regression
 from keras_meta.ops.xla import episode_num_classes
