@@ -110,6 +110,8 @@ def test_omniglot_benchmark_defaults_are_per_algorithm_and_explicit_flags_win(mo
         True, 3e-3, 1, 5, 5600)
     metasgd = parsed("--algo", "metasgd")
     assert (metasgd.flips, metasgd.learning_rate, metasgd.steps, metasgd.eval_inner_steps) == (True, 3e-3, 6000, 1)
+    reptile = parsed("--algo", "reptile")
+    assert (reptile.flips, reptile.train_shots, reptile.train_queries, reptile.learning_rate) == (True, 10, 1, 1.0)
     anil = parsed("--algo", "anil")
     assert (anil.flips, anil.learning_rate, anil.steps, anil.inner_steps, anil.eval_inner_steps) == (
         True, 3e-3, 6000, 1, 10)
