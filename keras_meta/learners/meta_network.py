@@ -139,10 +139,13 @@ class MetaNetwork(EmbeddingMetaLearner):
         support_emb, support_y, query_emb = self.embedded_episode(inputs, training=training)
         num_classes = episode_num_classes(support_y, bound=self.ways)
         if not in_xla_context():  # XLA drops Assert ops: there such episodes get NaN logits (below)
-            tf.debugging.assert_less_equal(
+            check = tf.debugging.assert_less_equal(
                 num_classes, self.ways,
                 message=f"An episode has more classes than this MetaNetwork's `ways` ({self.ways}); build it with "
                         "`ways` at least the largest number of ways it will see.")
+            # Before the support loss, whose own check of the labels would otherwise race it in a graph.
+            with tf.control_dependencies([check] if check is not None else []):
+                support_y = tf.identity(support_y)
         hidden_fast, output_fast = self.fast_weights(support_emb, support_y)
         attention = self.memory_attention(support_emb, support_y, query_emb)
         fast_pre = tf.einsum("bqs,bqd,bsdh->bqh", attention, query_emb, hidden_fast)
