@@ -161,6 +161,10 @@ def test_int8_calibration_refuses_too_few_examples_before_converting():
                                       representative_data=np.zeros((3, 28, 28, 1), "float32"))
     with pytest.raises(ValueError, match="draws 1 example at a time, but `representative_data` has 0"):
         lite.export_model(learner.model, quantize="int8", representative_data=np.zeros((0, 28, 28, 1), "float32"))
+    protonet = keras_meta.learners.PrototypicalNetwork(keras_meta.models.conv4(filters=4))
+    with pytest.raises(ValueError, match="draws 1 example at a time, but `representative_data` has 0"):
+        lite.export_prototype_classifier(protonet, max_ways=5, quantize="int8",
+                                         representative_data=np.zeros((0, 28, 28, 1), "float32"))
 
 
 # -- the prototype classifier --------------------------------------------------------

@@ -25,7 +25,8 @@ from keras_meta.lite.conversion_errors import LiteConversionError
 from keras_meta.lite.converter import convert_archive
 from keras_meta.lite.export import export_model
 from keras_meta.lite.interpreter import LiteModel
-from keras_meta.lite.on_device import export_on_device_learner, restore_state, save_state
+from keras_meta.lite.on_device import export_on_device_learner
+from keras_meta.lite.on_device_state import restore_state, save_state
 from keras_meta.lite.prototype_classifier import export_prototype_classifier
 from keras_meta.lite.quantization_comparison import quantization_report
 from keras_meta.lite.quantize import QUANTIZATIONS, agreement, representative_images

@@ -70,7 +70,7 @@ from keras_meta.lite import converter, on_device_steps
 from keras_meta.lite.conversion_errors import LiteConversionError
 from keras_meta.lite.export import input_specs
 from keras_meta.lite.on_device_checks import check_learner
-from keras_meta.lite.on_device_state import named_state, restore_state, save_state
+from keras_meta.lite.on_device_state import named_state
 from keras_meta.lite.quantize import calibration, check_quantize
 
 ADAPT_LAYERS = ("head", "all")
@@ -165,5 +165,3 @@ def _calibration(images, support_size, ways):
 
     return calibration(images, size, samples)
 
-
-__all__ = ["export_on_device_learner", "on_device_archive", "restore_state", "save_state"]

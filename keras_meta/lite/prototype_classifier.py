@@ -147,7 +147,7 @@ def export_prototype_classifier(learner, path=None, max_ways=20, quantize=None, 
 def _calibration(backbone, images, max_ways, ways=5):
     """Calibration samples of the three signatures: support sets of `ways` images and as many other images."""
     if images is not None and not callable(images):
-        ways = min(ways, max_ways, len(images))
+        ways = max(1, min(ways, max_ways, len(images)))  # an empty array: `calibration` says so
 
     def samples(data, start):
         x = data[start:start + ways]
