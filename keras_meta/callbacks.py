@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_meta.data.checks import integer_argument
+from keras_meta.data.episode_format import SUPPORT_Y
 from keras_meta.data.episodes import _size_range
 from keras_meta.evaluation import evaluate_episodes, few_shot_episodes
 
@@ -150,7 +151,7 @@ def _checked_episodes(episodes):
                          "`sampler.dataset(batch_size=50, num_episodes=600)`.")
     spec = episodes.element_spec
     if not isinstance(spec, tuple) or len(spec) not in (2, 3) or not isinstance(spec[0], dict) \
-            or "support_y" not in spec[0]:
+            or SUPPORT_Y not in spec[0]:
         raise ValueError("`episodes` must yield `(inputs, labels)` or `(inputs, labels, sample_weight)` batches "
                          f"with `inputs` a dict of support_x, support_y and query_x, as `sampler.dataset(...)`; "
                          f"it yields {spec}.")
@@ -159,7 +160,7 @@ def _checked_episodes(episodes):
 
 def _name_from_episodes(episodes):
     """`'<ways>way_<shots>shot'` from the first batch of `episodes`, if all its episodes have that shape."""
-    support_y = next(iter(episodes))[0]["support_y"].numpy()
+    support_y = next(iter(episodes))[0][SUPPORT_Y].numpy()
     shapes = set()
     for labels in support_y.reshape(len(support_y), -1):
         classes, counts = np.unique(labels[labels >= 0], return_counts=True)

@@ -11,7 +11,7 @@ DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 @pytest.mark.parametrize("page", ["episodes.md", "datasets.md", "gradient_based_learners.md", "functional.md",
                                   "metric_learners.md", "meta_networks.md", "few_shot_ops.md", "distributed.md",
                                   "reliability.md", "monitoring.md", "writing_a_learner.md",
-                                  "finetune_baseline.md", "backbones.md"])
+                                  "finetune_baseline.md", "backbones.md", "evaluation.md"])
 def test_docs_code_blocks_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with open(os.path.join(DOCS, page)) as f:
@@ -20,6 +20,31 @@ def test_docs_code_blocks_run(page, tmp_path, monkeypatch):
     namespace = {}
     for block in blocks:
         exec(compile(block, page, "exec"), namespace)
+
+
+# Pages whose examples train for minutes run with shorter training; each shortened text must still be on its page.
+SHORTER_TRAINING = {
+    "README.md": {"epochs=5, steps_per_epoch=200": "epochs=1, steps_per_epoch=2",
+                  "epochs=10, steps_per_epoch=100": "epochs=1, steps_per_epoch=2"},
+    "docs/prototypical_networks.md": {"epochs=5, steps_per_epoch=200": "epochs=1, steps_per_epoch=2",
+                                      "num_episodes=100": "num_episodes=10"},
+}
+
+
+@pytest.mark.parametrize("page", sorted(SHORTER_TRAINING))
+def test_long_pages_code_blocks_run_with_shorter_training(page, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with open(os.path.join(os.path.dirname(DOCS), page)) as f:
+        text = f.read()
+    for written, shorter in SHORTER_TRAINING[page].items():
+        assert written in text, f"{page} no longer says {written!r}: update SHORTER_TRAINING"
+        text = text.replace(written, shorter)
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 2, f"{page} has fewer Python examples than expected"
+    namespace = {}
+    for block in blocks:
+        exec(compile(block, page, "exec"), namespace)
+    assert "learner" in namespace and os.listdir(tmp_path), f"{page}'s examples saved nothing"
 
 
 def test_every_test_the_reliability_table_names_exists():

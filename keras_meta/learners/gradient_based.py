@@ -3,9 +3,10 @@
 It wraps any built Keras model (Sequential, functional or subclassed) and is
 itself a `keras.Model`: its input is an episode batch and its output the query
 predictions of the model *after* adapting to each task's support set. A
-subclass says how one task adapts (`adapt_task`); this base runs it over the
-tasks of a batch, keeps the wrapped model's batch-normalisation statistics
-well defined, and turns one task into a plain Keras model (`adapt`).
+subclass says how one task adapts (`adapt_task`; the optional hooks are listed
+in docs/writing_a_learner.md); this base runs it over the tasks of a batch,
+keeps the wrapped model's batch-normalisation statistics well defined, and
+turns one task into a plain Keras model (`adapt`).
 
 Batch normalisation (documented behaviour):
 
@@ -111,6 +112,17 @@ def adapted_variables_mask(model, adapt_layers):
     return [id(v) in adapted for v in model.trainable_variables]
 
 
+def adapt_layers_argument(model, adapt_layers):
+    """`adapt_layers` as layer names, or None for all: `"all"` and `"head"` are words unless a layer has that name."""
+    if adapt_layers is None:
+        return None
+    if isinstance(adapt_layers, str) and adapt_layers in ("all", "head") \
+            and adapt_layers not in [layer.name for layer in getattr(model, "layers", [])]:
+        return None if adapt_layers == "all" else [last_weighted_layer(model)]
+    return [layer if isinstance(layer, str) else layer.name
+            for layer in ([adapt_layers] if isinstance(adapt_layers, (str, keras.layers.Layer)) else adapt_layers)]
+
+
 def last_weighted_layer(model):
     """The name of the last layer of `model` that has trainable weights (the head)."""
     for layer in reversed(model.layers):
@@ -127,8 +139,9 @@ class GradientMetaLearner(MetaLearner):
         inner_steps: gradient steps on the support set during meta-training.
         eval_inner_steps: steps for `evaluate`, `predict` and `adapt`
             (default: `inner_steps`).
-        adapt_layers: names (or layer objects) of the layers that adapt in the
-            inner loop; default all.
+        adapt_layers: the layers that adapt in the inner loop: `"all"` (the
+            default, also `None`), `"head"` (the last layer with weights, as
+            in `keras_meta.lite`), or names (or layer objects) of layers.
         inner_loss: the support-set loss (default: the loss given to `compile`).
         parallel_tasks: tasks of a batch processed at once (memory grows with
             it; results do not change). `"auto"` (default): one per CPU core
@@ -152,10 +165,7 @@ class GradientMetaLearner(MetaLearner):
         self.model = check_model(model)
         self.inner_steps = integer_argument("inner_steps", inner_steps, minimum=0)
         self.eval_inner_steps = self.inner_steps if eval_inner_steps is None else eval_inner_steps
-        self.adapt_layers = None if adapt_layers is None else [
-            layer if isinstance(layer, str) else layer.name
-            for layer in ([adapt_layers] if isinstance(adapt_layers, (str, keras.layers.Layer)) else adapt_layers)
-        ]
+        self.adapt_layers = adapt_layers_argument(model, adapt_layers)
         self.adapt_mask = adapted_variables_mask(model, self.adapt_layers)
         self.inner_loss = None if inner_loss is None else keras.losses.get(inner_loss)
 
@@ -174,7 +184,9 @@ class GradientMetaLearner(MetaLearner):
     # `training_trajectory`, `trajectory_loss_weights`, `task_meta_gradients`,
     # and `get_config` for the subclass's own arguments. Subclasses may call
     # `task_loss`, `functional_query`, `meta_weights`, `model_state` and
-    # `resolved_inner_loss`; methods starting with `_` are the base's own.
+    # `resolved_inner_loss`; `compute_update` is `MetaLearner`'s training-step
+    # contract (shared with the embedding learners), implemented here over the
+    # tasks of a batch; methods starting with `_` are the base's own.
 
     def adapt_task(self, weights, state, support_x, support_y, steps, training):
         """Adapted weights for one task (unbatched support set)."""
@@ -294,14 +306,14 @@ class GradientMetaLearner(MetaLearner):
         override this.
         """
         with tf.GradientTape() as tape:
-            loss, predictions, new_state = self.task_query_loss(support_x, support_y, query_x, query_y, query_weight)
+            loss, predictions, new_state = self._task_query_loss(support_x, support_y, query_x, query_y, query_weight)
             loss = loss * replicas()  # compute_loss divides by the replicas; train_step takes the mean itself
         variables = self.trainable_variables
         grads = tape.gradient(loss, variables)  # (ZERO for unconnected ones fails on Keras variables: str dtypes)
         grads = [tf.zeros(v.shape, v.dtype) if g is None else g for g, v in zip(grads, variables, strict=True)]
         return grads, predictions, new_state
 
-    def task_query_loss(self, support_x, support_y, query_x, query_y, query_weight):
+    def _task_query_loss(self, support_x, support_y, query_x, query_y, query_weight):
         """`(query loss, query predictions, new state)` of one task after `inner_steps` of adaptation.
 
         The loss is the mean of the compiled query losses of the weights that

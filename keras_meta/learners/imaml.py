@@ -39,12 +39,12 @@ class iMAML(GradientMetaLearner):  # noqa: N801 (the method's name)
         inner_loss: the support-set loss (default: the compiled loss); the
             query loss of the implicit gradient is the same loss.
 
-    Every weight adapts: `adapt_layers` is refused.
+    Every weight adapts: an `adapt_layers` other than `"all"` is refused.
     """
 
     def __init__(self, model, inner_learning_rate=0.01, inner_steps=10, eval_inner_steps=None, regularization=1.0,
                  cg_steps=5, inner_loss=None, **kwargs):
-        if kwargs.get("adapt_layers") is not None:
+        if kwargs.get("adapt_layers") not in (None, "all"):
             raise ValueError("iMAML adapts every weight (its implicit meta-gradient is that of a solution over all "
                              "weights), so it takes no `adapt_layers`. To adapt only some layers use `MAML` or "
                              "`ANIL`, whose `adapt_layers` is differentiated through.")

@@ -48,7 +48,8 @@ class MAML(GradientMetaLearner):
         truncation: back-propagate through only the last `truncation` inner
             steps (the earlier ones are treated first-order).
         inner_clipnorm: clip each inner step's gradients to this global norm.
-        adapt_layers: the layers that adapt in the inner loop (default all).
+        adapt_layers: the layers that adapt in the inner loop: `"all"`
+            (default), `"head"` (the last layer with weights) or layer names.
         learn_inner_learning_rate: `False`, or `"parameter"`, `"tensor"`,
             `"scalar"` (or `True` = `"parameter"`): learn the inner rates with a
             `LearnableOptimizer` (Meta-SGD).

@@ -44,7 +44,8 @@ class Reptile(GradientMetaLearner):
             as in the paper.
         inner_steps: inner steps during meta-training.
         eval_inner_steps: inner steps for `evaluate`, `predict` and `adapt`.
-        adapt_layers: the layers that adapt (default all).
+        adapt_layers: the layers that adapt: `"all"` (default), `"head"`
+            (the last layer with weights) or layer names.
         inner_loss: the support-set loss (default: the compiled loss).
     """
 

@@ -66,6 +66,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_meta.data.checks import integer_argument
+from keras_meta.data.episode_format import SUPPORT_X, SUPPORT_Y
 from keras_meta.lite import converter, on_device_steps
 from keras_meta.lite.conversion_errors import LiteConversionError
 from keras_meta.lite.export import input_specs
@@ -141,8 +142,8 @@ def on_device_archive(learner, adapt_layers="head", steps=None, support_size=Non
     archive.add_variable_collection("on_device_state", variables)
     example = spec.shape[1:]
     archive.add_endpoint("adapt", functions["adapt"], input_signature=[
-        tf.TensorSpec([support_size, *example], spec.dtype, name="support_x"),
-        tf.TensorSpec([support_size], tf.int32, name="support_y"),
+        tf.TensorSpec([support_size, *example], spec.dtype, name=SUPPORT_X),
+        tf.TensorSpec([support_size], tf.int32, name=SUPPORT_Y),
     ])
     archive.add_endpoint("infer", functions["infer"],
                          input_signature=[tf.TensorSpec([None, *example], spec.dtype, name="x")])
@@ -160,7 +161,7 @@ def _calibration(images, support_size, ways):
 
     def samples(data, start):
         x = data[start:start + size]
-        yield "adapt", {"support_x": x, "support_y": np.arange(size, dtype=np.int32) % ways}
+        yield "adapt", {SUPPORT_X: x, SUPPORT_Y: np.arange(size, dtype=np.int32) % ways}
         yield "infer", {"x": x}
 
     return calibration(images, size, samples)

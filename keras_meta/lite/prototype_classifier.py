@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_meta.data.checks import integer_argument
-from keras_meta.data.episode_format import MASKED_LOGIT
+from keras_meta.data.episode_format import MASKED_LOGIT, SUPPORT_X, SUPPORT_Y
 from keras_meta.lite import converter
 from keras_meta.lite.conversion_errors import LiteConversionError
 from keras_meta.lite.export import input_specs
@@ -104,8 +104,8 @@ def prototype_archive(backbone, distance="euclidean", cosine_scale=10.0, max_way
     images = tf.TensorSpec([None, *example_shape], spec.dtype, name="x")
     archive.add_endpoint("embed", embed, input_signature=[images])
     archive.add_endpoint("prototypes", prototypes, input_signature=[
-        tf.TensorSpec([None, *example_shape], spec.dtype, name="support_x"),
-        tf.TensorSpec([None], tf.int32, name="support_y"),
+        tf.TensorSpec([None, *example_shape], spec.dtype, name=SUPPORT_X),
+        tf.TensorSpec([None], tf.int32, name=SUPPORT_Y),
     ])
     archive.add_endpoint("classify", classify, input_signature=[
         images, tf.TensorSpec([max_ways, dim], tf.float32, name="prototypes"),
@@ -155,7 +155,7 @@ def _calibration(backbone, images, max_ways, ways=5):
         embeddings = backbone(x, training=False)
         protos, counts = distances.class_prototypes(embeddings, labels, max_ways)
         yield "embed", {"x": x}
-        yield "prototypes", {"support_x": x, "support_y": labels}
+        yield "prototypes", {SUPPORT_X: x, SUPPORT_Y: labels}
         queries = np.roll(data, -(start + ways), axis=0)[:ways]
         yield "classify", {"x": queries, "prototypes": protos.numpy(), "counts": counts.numpy()}
 

@@ -27,6 +27,7 @@ Example:
 import numpy as np
 
 from keras_meta.data import EpisodeSampler
+from keras_meta.data.episode_format import QUERY_X, SUPPORT_X
 
 QUANTIZATIONS = (None, "dynamic", "float16", "int8")
 """The values of `quantize`: None (float32), dynamic-range, float16 or int8 quantization."""
@@ -75,7 +76,7 @@ def representative_images(images, labels, ways=5, shots=1, queries=5, num_episod
     sampler = EpisodeSampler(images, labels, ways=ways, shots=shots, queries=queries, rotations=rotations, seed=seed)
     batches = []
     for inputs, _ in sampler.dataset(batch_size=1, num_episodes=num_episodes):
-        batches += [inputs["support_x"][0].numpy(), inputs["query_x"][0].numpy()]
+        batches += [inputs[SUPPORT_X][0].numpy(), inputs[QUERY_X][0].numpy()]
     return np.concatenate(batches, axis=0).astype(np.float32)
 
 
