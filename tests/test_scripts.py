@@ -334,14 +334,16 @@ def check_run_folder(run_dir, results=(), figures=(), files=()):
 
 
 def test_sine_example_writes_a_plot(tmp_path):
-    out = run_script("examples/sine_maml.py", "--output-dir", str(tmp_path), "--steps", "20",
-                     "--checkpoint-every", "10")
+    out = run_script("examples/sine_maml.py", "--output-dir", str(tmp_path), "--steps", "400",
+                     "--checkpoint-every", "200")
     assert (tmp_path / "adapted_curves.png").stat().st_size > 10000
     assert str(tmp_path / "adapted_curves.png") in out
     settings = check_run_folder(tmp_path, results=("mse_0step", "mse_1step", "mse_10step", "train_seconds"),
                                 figures=("history", "adapted_curves"), files=("maml_sine.keras",))
-    assert (settings["steps"], settings["checkpoint_every"]) == (20, 10)
-    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["epoch001_batch00010.keras", "epoch001_batch00020.keras"]
+    assert (settings["steps"], settings["checkpoint_every"]) == (400, 200)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["epoch001_batch00200.keras", "epoch001_batch00400.keras"]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert max(results["mse_1step"], results["mse_10step"]) < 0.9 * results["mse_0step"]  # adapting helps
 
 
 def test_omniglot_maml_and_reptile_examples_run(tmp_path):
