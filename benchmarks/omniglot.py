@@ -111,6 +111,14 @@ def maml_options(args):
                 recompute_inner_steps=args.recompute_inner_steps)
 
 
+LEARNED_RATES_ALGOS = ("mamlpp", "metasgd")  # those with learned inner learning rates of a chosen granularity
+
+
+def learned_rates_option(args):
+    """MAML++'s rates: per layer and step (the paper's) unless `--learned-rates` says otherwise."""
+    return {} if args.learned_rates is None else {"learn_inner_learning_rate": args.learned_rates}
+
+
 ALGOS = {
     "protonet": build_protonet,
     "matching": build_matching,
@@ -119,11 +127,12 @@ ALGOS = {
     "metanet-embedding": lambda args: keras_meta.learners.EmbeddingMetaNetwork(backbone(args)),
     "maml": lambda args: keras_meta.learners.MAML(classifier(args), **maml_options(args)),
     "fomaml": lambda args: keras_meta.learners.MAML(classifier(args), first_order=True, **maml_options(args)),
-    "metasgd": lambda args: keras_meta.learners.MetaSGD(classifier(args), **maml_options(args)),
+    "metasgd": lambda args: keras_meta.learners.MetaSGD(classifier(args), granularity=args.learned_rates or "parameter",
+                                                       **maml_options(args)),
     "anil": lambda args: keras_meta.learners.ANIL(classifier(args), **maml_options(args)),
     "mamlpp": lambda args: keras_meta.learners.MAMLPlusPlus(classifier(args), training_steps=args.steps,
                                                            recompute_inner_steps=args.recompute_inner_steps,
-                                                           **gradient_options(args)),
+                                                           **learned_rates_option(args), **gradient_options(args)),
     "imaml": lambda args: keras_meta.learners.iMAML(classifier(args), regularization=args.regularization,
                                                    cg_steps=args.cg_steps, **gradient_options(args)),
     "finetune": lambda args: keras_meta.learners.FineTuneBaseline(backbone(args), num_classes=args.whole_classes),
@@ -201,6 +210,9 @@ def parse_args(argv=None):
     parser.add_argument("--recompute-inner-steps", action="store_true",
                         help="recompute inner steps while back-propagating (less memory; "
                         f"{', '.join(SECOND_ORDER_ALGOS)})")
+    parser.add_argument("--learned-rates", choices=["parameter", "tensor", "scalar"],
+                        help=f"{', '.join(LEARNED_RATES_ALGOS)}: one learned inner learning rate per weight, per "
+                        "tensor or in all (default: per tensor for mamlpp, per weight for metasgd)")
     parser.add_argument("--regularization", type=float, default=2.0, help="imaml: the proximal strength lambda")
     parser.add_argument("--cg-steps", type=int, default=5, help="imaml: conjugate-gradient iterations")
     parser.add_argument("--eval-episodes", type=int, default=600)
@@ -250,6 +262,8 @@ def parse_args(argv=None):
         parser.error(f"--parallel-tasks is for the learners that adapt several tasks at once, not --algo {args.algo}.")
     if args.recompute_inner_steps and args.algo not in SECOND_ORDER_ALGOS:
         parser.error(f"--recompute-inner-steps is for {', '.join(SECOND_ORDER_ALGOS)}, not --algo {args.algo}.")
+    if args.learned_rates and args.algo not in LEARNED_RATES_ALGOS:
+        parser.error(f"--learned-rates is for {', '.join(LEARNED_RATES_ALGOS)}, not --algo {args.algo}.")
     if args.multi_step_loss and args.algo not in MULTI_STEP_LOSS_ALGOS:
         parser.error(f"--multi-step-loss is for {', '.join(MULTI_STEP_LOSS_ALGOS)}, not --algo {args.algo}.")
     return args

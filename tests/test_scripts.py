@@ -94,7 +94,8 @@ def test_omniglot_benchmark_rejects_metric_learner_flags_for_gradient_learners(m
                           (["--algo", "maml", "--parallel-tasks", "0"], "--parallel-tasks must be at least 1"),
                           (["--algo", "maml", "--intra-op-threads", "-1"], "--intra-op-threads must be at least 0"),
                           (["--algo", "maml", "--parallel-tasks", "all"], "a whole number or auto, got 'all'"),
-                          (["--algo", "fomaml", "--recompute-inner-steps"], "--recompute-inner-steps is for maml")):
+                          (["--algo", "fomaml", "--recompute-inner-steps"], "--recompute-inner-steps is for maml"),
+                          (["--algo", "maml", "--learned-rates", "tensor"], "--learned-rates is for mamlpp, metasgd")):
         assert message in usage_error(monkeypatch, capsys, "omniglot", *args, entry="parse_args"), args
 
 
@@ -157,7 +158,8 @@ def test_omniglot_benchmark_runs_gradient_based_learners(tmp_path):
                     "--intra-op-threads", "1", "--eval-episodes", "20"]
     short = ["--steps", "2", "--eval-episodes", "4"]  # the others: their settings reach the saved learner
     for algo, options in (("maml", maml_options), ("reptile", short), ("imaml", [*short, "--meta-batch", "2"]),
-                          ("mamlpp", [*short, "--inner-steps", "2", "--recompute-inner-steps", "--meta-batch", "2"])):
+                          ("mamlpp", [*short, "--inner-steps", "2", "--recompute-inner-steps", "--meta-batch", "2",
+                                      "--learned-rates", "parameter"])):
         save = str(tmp_path / f"{algo}.keras")
         results = last_json_line(run_script("benchmarks/omniglot.py", "--algo", algo, *options,
                                             "--eval-inner-steps", "1", "--save", save, "--verbose", "0"))
@@ -175,6 +177,7 @@ def test_omniglot_benchmark_runs_gradient_based_learners(tmp_path):
         if algo == "mamlpp":  # the schedules follow --steps
             assert type(reloaded).__name__ == "MAMLPlusPlus" and reloaded.recompute_inner_steps
             assert (reloaded.training_steps, reloaded.inner_steps, reloaded.per_step_batch_norm) == (2, 2, True)
+            assert reloaded.learn_inner_learning_rate == "parameter" and reloaded.per_step_inner_learning_rates
 
 
 def import_throughput():
