@@ -26,7 +26,7 @@ def mlp():
     (lambda: learners.PrototypicalNetwork(mlp(), distance="cosine", cosine_scale=0),
      r"`cosine_scale` must be a positive"),
     (lambda: learners.MatchingNetwork(mlp(), cosine_scale=-5), r"`cosine_scale` must be a positive number, got -5"),
-    (lambda: learners.MetaNetwork(mlp(), ways=2, attention_scale=np.inf), r"`attention_scale` must be a positive"),
+    (lambda: learners.MetaNetwork(mlp(), ways=2, cosine_scale=np.inf), r"`cosine_scale` must be a positive"),
     (lambda: learners.PrototypicalNetwork(mlp(), on_non_finite="ignore"), r"`on_non_finite` must be one of"),
 ])
 def test_meaningless_arguments_are_refused(build, message):

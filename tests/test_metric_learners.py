@@ -93,7 +93,7 @@ def numpy_meta_network(learner, support_emb, support_y, query_emb):
         d_pre = (d_logits @ w2.T) * (pre > 0)
         fast1.append(generator(learner.hidden_generator, np.outer(h, d_pre)))
         fast2.append(generator(learner.output_generator, np.outer(z, d_logits)))
-    attention = softmax(learner.attention_scale * unit(query_emb @ key) @ unit(support_emb @ key).T)
+    attention = softmax(learner.cosine_scale * unit(query_emb @ key) @ unit(support_emb @ key).T)
     out = []
     for a, h in zip(attention, query_emb, strict=True):
         w1_fast = np.tensordot(a, np.stack(fast1), 1)
@@ -104,7 +104,7 @@ def numpy_meta_network(learner, support_emb, support_y, query_emb):
 
 def test_meta_network_logits_against_numpy():
     backbone, weights = linear_backbone()
-    learner = MetaNetwork(backbone, ways=4, hidden_units=5, key_units=3, generator_units=4, attention_scale=2.0)
+    learner = MetaNetwork(backbone, ways=4, hidden_units=5, key_units=3, generator_units=4, cosine_scale=2.0)
     inputs = fixed_episode()
     logits = learner(inputs).numpy()
     assert logits.shape == (2, 5, 3)
@@ -113,6 +113,16 @@ def test_meta_network_logits_against_numpy():
                                       inputs["query_x"][task] @ weights)
         np.testing.assert_allclose(logits[task], expected, rtol=1e-4, atol=1e-5)
 
+
+
+def test_meta_network_cosine_scale_keeps_files_saved_as_attention_scale():
+    learner = MetaNetwork(linear_backbone()[0], ways=4, hidden_units=5, key_units=3, cosine_scale=2.0)
+    config = learner.get_config()
+    assert config["cosine_scale"] == 2.0 and "attention_scale" not in config
+    config["attention_scale"] = config.pop("cosine_scale")  # as written before the rename
+    assert MetaNetwork.from_config(config).cosine_scale == 2.0
+    with pytest.raises(TypeError, match="`attention_scale` is now `cosine_scale`"):
+        MetaNetwork(linear_backbone()[0], ways=4, attention_scale=2.0)
 
 def test_meta_network_rejects_more_classes_than_ways():
     learner = MetaNetwork(linear_backbone()[0], ways=2)

@@ -67,7 +67,9 @@ class MetaNetwork(EmbeddingMetaLearner):
         hidden_units: units of the base learner's hidden layer.
         key_units: size of the memory keys.
         generator_units: hidden units of the fast-weight generators.
-        attention_scale: multiplies the key cosine similarities before the softmax.
+        cosine_scale: multiplies the key cosine similarities before the
+            softmax of the memory attention (the name the other learners use
+            for a fixed cosine temperature).
         gradient_clipnorm: optional global-norm gradient clipping in `fit`.
 
     Output: query logits `[B, N*Q, N]`, `N` the episode's classes (at most `ways`).
@@ -78,15 +80,18 @@ class MetaNetwork(EmbeddingMetaLearner):
     classes beyond the episode's get -1e9 (same loss and predictions).
     """
 
-    def __init__(self, backbone, ways, hidden_units=64, key_units=64, generator_units=16, attention_scale=10.0,
+    def __init__(self, backbone, ways, hidden_units=64, key_units=64, generator_units=16, cosine_scale=10.0,
                  **kwargs):
+        if "attention_scale" in kwargs:
+            raise TypeError("`attention_scale` is now `cosine_scale`, the name of the other learners' cosine "
+                            "temperature: pass `cosine_scale=`.")
         super().__init__(backbone, **kwargs)
         if int(ways) < 2:
             raise ValueError(f"`ways` must be at least 2, got {ways}.")
         self.ways, self.hidden_units, self.key_units = int(ways), int(hidden_units), int(key_units)
         self.generator_units = int(generator_units)
-        self.attention_scale = positive_number("attention_scale", attention_scale,
-                                               "it multiplies the key similarities before the memory attention")
+        self.cosine_scale = positive_number("cosine_scale", cosine_scale,
+                                            "it multiplies the key similarities before the memory attention")
         size = self.embedding_size
         self.slow_hidden = keras.layers.Dense(self.hidden_units, name="slow_hidden")
         self.slow_output = keras.layers.Dense(self.ways, name="slow_output")
@@ -131,7 +136,7 @@ class MetaNetwork(EmbeddingMetaLearner):
         """Attention of each query over the support memory: `[B, Q, S]`."""
         keys = tf.math.l2_normalize(self.key_layer(support_emb), -1, epsilon=1e-8)
         queries = tf.math.l2_normalize(self.key_layer(query_emb), -1, epsilon=1e-8)
-        scores = self.attention_scale * tf.matmul(queries, keys, transpose_b=True)
+        scores = self.cosine_scale * tf.matmul(queries, keys, transpose_b=True)
         scores = tf.where((support_y >= 0)[:, None, :], scores, tf.constant(MASKED_LOGIT, scores.dtype))
         return tf.nn.softmax(scores)
 
@@ -178,7 +183,7 @@ class MetaNetwork(EmbeddingMetaLearner):
 
         inputs = keras.Input(shape=support_x.shape[1:])
         embedding = clone_model(self.backbone)(inputs)
-        attention = cosine_attention(copy_layer(self.key_layer, size)(embedding), keys, self.attention_scale,
+        attention = cosine_attention(copy_layer(self.key_layer, size)(embedding), keys, self.cosine_scale,
                                      names=("unit_key", "memory_keys", "memory_attention"))
 
         fast_hidden_layer = layers.Dense(count * self.hidden_units, use_bias=False, name="fast_hidden")
@@ -198,10 +203,17 @@ class MetaNetwork(EmbeddingMetaLearner):
             [output_fast[:, :, :num_classes].transpose(1, 0, 2).reshape(self.hidden_units, -1)])
         return keras.Model(inputs, outputs, name="meta_network_classifier")
 
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if "attention_scale" in config:  # a file saved when `cosine_scale` was called so
+            config["cosine_scale"] = config.pop("attention_scale")
+        return super().from_config(config)
+
     def get_config(self):
         config = super().get_config()
         config.update(ways=self.ways, hidden_units=self.hidden_units, key_units=self.key_units,
-                      generator_units=self.generator_units, attention_scale=self.attention_scale)
+                      generator_units=self.generator_units, cosine_scale=self.cosine_scale)
         return config
 
 
