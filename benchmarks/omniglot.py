@@ -115,7 +115,7 @@ LEARNED_RATES_ALGOS = ("mamlpp", "metasgd")  # those with learned inner learning
 
 
 def learned_rates_option(args):
-    """MAML++'s rates: per layer and step (the paper's) unless `--learned-rates` says otherwise."""
+    """MAML++'s rates: per weight tensor and step (the paper's per layer) unless `--learned-rates` says otherwise."""
     return {} if args.learned_rates is None else {"learn_inner_learning_rate": args.learned_rates}
 
 

@@ -26,7 +26,8 @@ def test_docs_code_blocks_run(page, tmp_path, monkeypatch):
 SHORTER_TRAINING = {
     "README.md": {"epochs=5, steps_per_epoch=200": "epochs=1, steps_per_epoch=2",
                   "epochs=10, steps_per_epoch=100": "epochs=1, steps_per_epoch=2",
-                  "ways=5, shots=1)": "ways=5, shots=1, num_episodes=10)"},
+                  "ways=5, shots=1)": "ways=5, shots=1, num_episodes=10)",
+                  "dataset(batch_size=16)": "dataset(batch_size=2)"},
     "docs/prototypical_networks.md": {"epochs=5, steps_per_epoch=200": "epochs=1, steps_per_epoch=2",
                                       "num_episodes=100": "num_episodes=10"},
     "docs/evaluation.md": {"num_episodes=600)": "num_episodes=10)"},

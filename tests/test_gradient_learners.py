@@ -87,7 +87,6 @@ def test_adapt_takes_the_same_steps_as_plain_gradient_descent():
     np.testing.assert_array_equal(model.get_weights()[0], w)  # the meta-weights are untouched
 
 
-
 def test_adapt_layers_words_head_and_all_are_those_of_keras_meta_lite(tmp_path):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="tanh", name="body"),
                               keras.layers.Dense(2, name="out"), keras.layers.Activation("linear", name="logits")])
@@ -96,14 +95,16 @@ def test_adapt_layers_words_head_and_all_are_those_of_keras_meta_lite(tmp_path):
     assert learners.MAML(model, adapt_layers="all").adapt_mask == [True] * 4
     assert learners.Reptile(model, adapt_layers="head").adapt_layers == ["out"]
     assert learners.iMAML(model, adapt_layers="all").adapt_layers is None
-    head.compile(loss=CE)
-    head.save(tmp_path / "head.keras")
-    assert keras.saving.load_model(tmp_path / "head.keras").adapt_layers == ["out"]
+    for learner in (head, learners.ANIL(model, adapt_layers="all")):  # ANIL's default is the head, not all
+        learner.compile(loss=CE)
+        learner.save(tmp_path / "learner.keras")
+        assert keras.saving.load_model(tmp_path / "learner.keras").adapt_mask == learner.adapt_mask
     # A layer named "head" is that layer, as every other name.
     named = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="head"), keras.layers.Dense(2, name="d")])
     assert learners.MAML(named, adapt_layers="head").adapt_mask == [True, True, False, False]
     with pytest.raises(ValueError, match="takes no `adapt_layers`"):
         learners.iMAML(model, adapt_layers="head")
+
 
 def test_anil_adapts_only_the_head():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="tanh", name="body"),

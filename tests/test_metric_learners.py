@@ -1,5 +1,7 @@
 """Matching Networks, R2D2 and both Meta Networks: logits against NumPy, adapt, save/load, training."""
 
+import zipfile
+
 import keras
 import numpy as np
 import pytest
@@ -114,15 +116,24 @@ def test_meta_network_logits_against_numpy():
         np.testing.assert_allclose(logits[task], expected, rtol=1e-4, atol=1e-5)
 
 
-
-def test_meta_network_cosine_scale_keeps_files_saved_as_attention_scale():
+def test_meta_network_cosine_scale_keeps_files_saved_as_attention_scale(tmp_path):
     learner = MetaNetwork(linear_backbone()[0], ways=4, hidden_units=5, key_units=3, cosine_scale=2.0)
-    config = learner.get_config()
-    assert config["cosine_scale"] == 2.0 and "attention_scale" not in config
-    config["attention_scale"] = config.pop("cosine_scale")  # as written before the rename
-    assert MetaNetwork.from_config(config).cosine_scale == 2.0
+    learner.compile(loss="sparse_categorical_crossentropy")
+    learner.save(tmp_path / "new.keras")
+    with zipfile.ZipFile(tmp_path / "new.keras") as new, zipfile.ZipFile(tmp_path / "old.keras", "w") as old:
+        for item in new.infolist():  # the same file as written before the rename
+            data = new.read(item.filename)
+            if item.filename == "config.json":
+                assert b'"cosine_scale": 2.0' in data and b"attention_scale" not in data
+                data = data.replace(b'"cosine_scale"', b'"attention_scale"')
+            old.writestr(item, data)
+    reloaded = keras.saving.load_model(tmp_path / "old.keras")
+    assert reloaded.cosine_scale == 2.0
+    episode = fixed_episode()
+    np.testing.assert_allclose(reloaded(episode), learner(episode), rtol=1e-6)
     with pytest.raises(TypeError, match="`attention_scale` is now `cosine_scale`"):
         MetaNetwork(linear_backbone()[0], ways=4, attention_scale=2.0)
+
 
 def test_meta_network_rejects_more_classes_than_ways():
     learner = MetaNetwork(linear_backbone()[0], ways=2)

@@ -28,3 +28,9 @@ class ANIL(MAML):
         if adapt_layers is None and isinstance(model, keras.Model):
             adapt_layers = [last_weighted_layer(model)]
         super().__init__(model, adapt_layers=adapt_layers, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        if config["adapt_layers"] is None:  # every layer: None would mean ANIL's default, the head
+            config["adapt_layers"] = "all"
+        return config

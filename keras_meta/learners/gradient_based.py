@@ -140,8 +140,8 @@ class GradientMetaLearner(MetaLearner):
         eval_inner_steps: steps for `evaluate`, `predict` and `adapt`
             (default: `inner_steps`).
         adapt_layers: the layers that adapt in the inner loop: `"all"` (the
-            default, also `None`), `"head"` (the last layer with weights, as
-            in `keras_meta.lite`), or names (or layer objects) of layers.
+            default, also `None`), `"head"` (the last layer with weights; the
+            same words as `keras_meta.lite`), or names (or layer objects) of layers.
         inner_loss: the support-set loss (default: the loss given to `compile`).
         parallel_tasks: tasks of a batch processed at once (memory grows with
             it; results do not change). `"auto"` (default): one per CPU core

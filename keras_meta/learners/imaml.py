@@ -44,10 +44,10 @@ class iMAML(GradientMetaLearner):  # noqa: N801 (the method's name)
 
     def __init__(self, model, inner_learning_rate=0.01, inner_steps=10, eval_inner_steps=None, regularization=1.0,
                  cg_steps=5, inner_loss=None, **kwargs):
-        if kwargs.get("adapt_layers") not in (None, "all"):
+        if kwargs.pop("adapt_layers", None) not in (None, "all"):
             raise ValueError("iMAML adapts every weight (its implicit meta-gradient is that of a solution over all "
-                             "weights), so it takes no `adapt_layers`. To adapt only some layers use `MAML` or "
-                             "`ANIL`, whose `adapt_layers` is differentiated through.")
+                             "weights), so it takes no `adapt_layers` but \"all\". To adapt only some layers use "
+                             "`MAML` or `ANIL`, whose `adapt_layers` is differentiated through.")
         super().__init__(model, inner_steps=inner_steps, eval_inner_steps=eval_inner_steps, inner_loss=inner_loss,
                          **kwargs)
         if not regularization > 0:
