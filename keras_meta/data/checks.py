@@ -6,7 +6,8 @@ graph (a `tf.data` map, a learner's step), it fails the step with the message
 wrapped in markers that `error_message` finds again in TensorFlow's
 `InvalidArgumentError`. `task_labels_checked` checks the labels of each task
 a `TaskDistribution` draws; `integer_argument` checks the integer arguments of
-every public function and class, eagerly.
+every public function and class, eagerly, and `is_number` tells a real number
+from anything else for the checks of the others.
 
 Example:
 
@@ -40,6 +41,17 @@ def require(condition, template, values, checked):
     message = tf.strings.format(_OPEN + template + _CLOSE, values(), summarize=-1)
     with tf.control_dependencies([tf.debugging.Assert(condition, [message])]):
         return tf.identity(checked)
+
+
+def is_number(value):
+    """Whether `value` is a finite real number (a Python or NumPy int or float, not a bool).
+
+    >>> from keras_meta.data.checks import is_number
+    >>> is_number(0.5), is_number(True), is_number(float("nan")), is_number("1")
+    (True, False, False, False)
+    """
+    return (not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, np.integer, np.floating))
+            and bool(np.isfinite(value)))
 
 
 def integer_argument(name, value, minimum=1, unit=""):

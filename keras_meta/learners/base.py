@@ -193,8 +193,7 @@ def check_support_set(support_x, support_y, regression=False, every_class=True):
 
 def positive_number(name, value, why="it would make training a no-op or go the wrong way"):
     """`value` as a float, checked to be a finite number above zero (`why` says what else would happen)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(value) or value <= 0:
+    if not checks.is_number(value) or value <= 0:
         raise ValueError(f"`{name}` must be a positive number, got {value!r}: {why}.")
     return float(value)
 

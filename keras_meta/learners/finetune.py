@@ -37,7 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_meta.data.checks import integer_argument
+from keras_meta.data.checks import integer_argument, is_number
 from keras_meta.data.episode_format import MASKED_LOGIT, QUERY_X, SUPPORT_X, SUPPORT_Y
 from keras_meta.learners.base import check_support_set, class_labels, positive_number, unpack_episode
 from keras_meta.learners.embedding_based import EmbeddingMetaLearner, check_backbone, mask_absent_classes
@@ -179,12 +179,9 @@ class FineTuneBaseline(EmbeddingMetaLearner):
                                        "it multiplies the cosine similarities into logits")
         head_steps = integer_argument("head_steps", head_steps, unit=" (gradient steps of each task's head)")
         head_learning_rate = positive_number("head_learning_rate", head_learning_rate)
-        if isinstance(head_momentum, (bool, np.bool_)) or not isinstance(head_momentum, (int, float, np.number)) \
-                or not 0 <= head_momentum < 1:
+        if not is_number(head_momentum) or not 0 <= head_momentum < 1:
             raise ValueError(f"`head_momentum` must be a number in [0, 1), got {head_momentum!r}.")
-        if isinstance(head_weight_decay, (bool, np.bool_)) \
-                or not isinstance(head_weight_decay, (int, float, np.number)) \
-                or not np.isfinite(head_weight_decay) or head_weight_decay < 0:
+        if not is_number(head_weight_decay) or head_weight_decay < 0:
             raise ValueError(f"`head_weight_decay` must be a non-negative number, got {head_weight_decay!r}.")
         if not isinstance(fine_tune_backbone, (bool, np.bool_)):
             raise ValueError(f"`fine_tune_backbone` must be True or False, got {fine_tune_backbone!r}.")

@@ -47,8 +47,7 @@ def _rescale(rescale):
     """None, or `rescale` as a float: a finite, non-zero number."""
     if rescale is None:
         return None
-    if isinstance(rescale, (bool, np.bool_)) or not isinstance(rescale, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(rescale) or rescale == 0:
+    if not checks.is_number(rescale) or rescale == 0:
         raise ValueError(f"`rescale` must be None or a finite non-zero number (such as 1 / 255), got {rescale!r}.")
     return float(rescale)
 

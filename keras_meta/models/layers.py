@@ -23,8 +23,7 @@ from keras_meta.data.episode_format import MASKED_LOGIT
 
 def rate_argument(name, value):
     """`value` as a float, checked to be a probability in [0, 1): a `ValueError` names the argument."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not 0 <= value < 1:
+    if not checks.is_number(value) or not 0 <= value < 1:
         raise ValueError(f"`{name}` must be a number in [0, 1), got {value!r}.")
     return float(value)
 
