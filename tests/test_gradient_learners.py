@@ -439,5 +439,8 @@ def test_recomputed_inner_steps_keep_memory_flat_as_the_steps_grow():
                                     parallel_tasks=1)  # one task's memory: tasks at once overlap as they are scheduled
             learner.compile(optimizer=keras.optimizers.SGD(0.0), loss=CE)
             peaks[recompute, steps] = tensor_peak_mb(learner, inputs, labels)
-    assert peaks[False, 8] > 2.5 * peaks[False, 1]  # the growth that recomputation removes
-    assert peaks[True, 8] < 1.5 * peaks[False, 1], peaks  # (the order the ops run in moves it by ~1 MiB)
+    assert peaks[False, 8] > 2.5 * peaks[False, 1], peaks  # the growth that recomputation removes
+    # Recomputed, 8 steps hold about what 1 step holds (the order the ops run in, and what earlier tests left in
+    # the allocator, move each peak by a MiB or two), far below the 8 steps kept.
+    assert peaks[True, 8] < 1.5 * peaks[True, 1], peaks
+    assert peaks[True, 8] < 0.6 * peaks[False, 8], peaks
