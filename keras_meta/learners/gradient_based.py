@@ -91,21 +91,17 @@ def check_model(model):
 def adapted_variables_mask(model, adapt_layers):
     """One bool per trainable variable of `model`: does it adapt in the inner loop?
 
-    `adapt_layers` is None (all), or layer names / layer objects of the model.
+    `adapt_layers` is None (all) or layer names of the model, as `adapt_layers_argument` returns them.
     """
     if adapt_layers is None:
         return [True] * len(model.trainable_variables)
-    if isinstance(adapt_layers, (str, keras.layers.Layer)):
-        adapt_layers = [adapt_layers]
     adapted = set()
-    for item in adapt_layers:
-        layer = item
-        if isinstance(item, str):
-            try:
-                layer = model.get_layer(item)
-            except ValueError:
-                names = [sub.name for sub in model.layers]
-                raise ValueError(f"`adapt_layers` names {item!r}, but the model's layers are {names}.") from None
+    for name in adapt_layers:
+        try:
+            layer = model.get_layer(name)
+        except ValueError:
+            names = [sub.name for sub in model.layers]
+            raise ValueError(f"`adapt_layers` names {name!r}, but the model's layers are {names}.") from None
         if not layer.trainable_variables:
             raise ValueError(f"`adapt_layers`: layer {layer.name!r} has no trainable weights to adapt.")
         adapted.update(id(v) for v in layer.trainable_variables)
