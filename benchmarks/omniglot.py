@@ -107,8 +107,13 @@ SECOND_ORDER_ALGOS = ("maml", "metasgd", "anil", "mamlpp")  # those that can rec
 
 def maml_options(args):
     """The inner loop plus the multi-step loss (the learners of MULTI_STEP_LOSS_ALGOS)."""
-    return dict(gradient_options(args), multi_step_loss=args.multi_step_loss,
+    return dict(gradient_options(args), **first_order_steps_option(args), multi_step_loss=args.multi_step_loss,
                 recompute_inner_steps=args.recompute_inner_steps)
+
+
+def first_order_steps_option(args):
+    """`first_order_steps` when `--first-order-steps` is given (MAML++'s preset otherwise keeps its own, a third)."""
+    return {} if args.first_order_steps is None else {"first_order_steps": args.first_order_steps}
 
 
 LEARNED_RATES_ALGOS = ("mamlpp", "metasgd")  # those with learned inner learning rates of a chosen granularity
@@ -132,6 +137,7 @@ ALGOS = {
     "anil": lambda args: keras_meta.learners.ANIL(classifier(args), **maml_options(args)),
     "mamlpp": lambda args: keras_meta.learners.MAMLPlusPlus(classifier(args), training_steps=args.steps,
                                                            recompute_inner_steps=args.recompute_inner_steps,
+                                                           **first_order_steps_option(args),
                                                            **learned_rates_option(args), **gradient_options(args)),
     "imaml": lambda args: keras_meta.learners.iMAML(classifier(args), regularization=args.regularization,
                                                    cg_steps=args.cg_steps, **gradient_options(args)),
@@ -210,6 +216,9 @@ def parse_args(argv=None):
     parser.add_argument("--recompute-inner-steps", action="store_true",
                         help="recompute inner steps while back-propagating (less memory; "
                         f"{', '.join(SECOND_ORDER_ALGOS)})")
+    parser.add_argument("--first-order-steps", type=int,
+                        help=f"{', '.join(SECOND_ORDER_ALGOS)}: training steps with first-order meta-gradients before "
+                        "second-order ones (default: a third of --steps for mamlpp, 0 for the others)")
     parser.add_argument("--learned-rates", choices=["parameter", "tensor", "scalar"],
                         help=f"{', '.join(LEARNED_RATES_ALGOS)}: one learned inner learning rate per weight, per "
                         "tensor or in all (default: per tensor for mamlpp, per weight for metasgd)")
@@ -262,6 +271,10 @@ def parse_args(argv=None):
         parser.error(f"--parallel-tasks is for the learners that adapt several tasks at once, not --algo {args.algo}.")
     if args.recompute_inner_steps and args.algo not in SECOND_ORDER_ALGOS:
         parser.error(f"--recompute-inner-steps is for {', '.join(SECOND_ORDER_ALGOS)}, not --algo {args.algo}.")
+    if args.first_order_steps is not None and args.algo not in SECOND_ORDER_ALGOS:
+        parser.error(f"--first-order-steps is for {', '.join(SECOND_ORDER_ALGOS)}, not --algo {args.algo}.")
+    if args.first_order_steps is not None and args.first_order_steps < 0:
+        parser.error("--first-order-steps must be at least 0 (0: second order from the first step).")
     if args.learned_rates and args.algo not in LEARNED_RATES_ALGOS:
         parser.error(f"--learned-rates is for {', '.join(LEARNED_RATES_ALGOS)}, not --algo {args.algo}.")
     if args.multi_step_loss and args.algo not in MULTI_STEP_LOSS_ALGOS:

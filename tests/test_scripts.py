@@ -95,7 +95,9 @@ def test_omniglot_benchmark_rejects_metric_learner_flags_for_gradient_learners(m
                           (["--algo", "maml", "--intra-op-threads", "-1"], "--intra-op-threads must be at least 0"),
                           (["--algo", "maml", "--parallel-tasks", "all"], "a whole number or auto, got 'all'"),
                           (["--algo", "fomaml", "--recompute-inner-steps"], "--recompute-inner-steps is for maml"),
-                          (["--algo", "maml", "--learned-rates", "tensor"], "--learned-rates is for mamlpp, metasgd")):
+                          (["--algo", "maml", "--learned-rates", "tensor"], "--learned-rates is for mamlpp, metasgd"),
+                          (["--algo", "fomaml", "--first-order-steps", "0"], "--first-order-steps is for maml,"),
+                          (["--algo", "mamlpp", "--first-order-steps", "-1"], "--first-order-steps must be at least")):
         assert message in usage_error(monkeypatch, capsys, "omniglot", *args, entry="parse_args"), args
 
 
@@ -122,6 +124,12 @@ def test_omniglot_benchmark_defaults_are_per_algorithm_and_explicit_flags_win(mo
     assert (protonet.flips, protonet.learning_rate, protonet.intra_op_threads, protonet.train_ways) == (
         True, 1e-3, None, 60)
     assert not parsed("--algo", "protonet", "--no-flips").flips
+    # --first-order-steps reaches the learner over MAML++'s preset (a third of --steps) and MAML's (none)
+    assert omniglot.ALGOS["mamlpp"](parsed("--algo", "mamlpp", "--steps", "600")).first_order_steps == 200
+    assert omniglot.ALGOS["mamlpp"](parsed("--algo", "mamlpp", "--steps", "600", "--first-order-steps", "0")
+                                    ).first_order_steps == 0
+    assert omniglot.ALGOS["maml"](parsed("--algo", "maml", "--first-order-steps", "50")).first_order_steps == 50
+    assert omniglot.ALGOS["maml"](parsed("--algo", "maml")).first_order_steps is None
     assert (parsed("--algo", "r2d2").spatial_embedding, parsed("--algo", "r2d2", "--no-spatial-embedding")
             .spatial_embedding, parsed("--algo", "metanet").spatial_embedding) == (True, False, False)
 
@@ -159,7 +167,7 @@ def test_omniglot_benchmark_runs_gradient_based_learners(tmp_path):
     short = ["--steps", "2", "--eval-episodes", "4"]  # the others: their settings reach the saved learner
     for algo, options in (("maml", maml_options), ("reptile", short), ("imaml", [*short, "--meta-batch", "2"]),
                           ("mamlpp", [*short, "--inner-steps", "2", "--recompute-inner-steps", "--meta-batch", "2",
-                                      "--learned-rates", "parameter"])):
+                                      "--learned-rates", "parameter", "--first-order-steps", "0"])):
         save = str(tmp_path / f"{algo}.keras")
         results = last_json_line(run_script("benchmarks/omniglot.py", "--algo", algo, *options,
                                             "--eval-inner-steps", "1", "--save", save, "--verbose", "0"))
