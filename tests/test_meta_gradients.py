@@ -331,7 +331,8 @@ def test_conjugate_gradient_stops_where_the_system_is_not_positive_definite(floa
     """
     def solve(diagonal, b, steps):
         a = tf.constant(np.diag(diagonal))
-        return inner_loop.conjugate_gradient(lambda v: [tf.linalg.matvec(a, v[0])], [tf.constant(b, tf.float64)], steps)[0]
+        rhs = [tf.constant(b, tf.float64)]
+        return inner_loop.conjugate_gradient(lambda v: [tf.linalg.matvec(a, v[0])], rhs, steps)[0]
 
     # b.Ab = 1 - 3 < 0 at once: b itself (the system taken as the identity), not -b
     np.testing.assert_allclose(solve([1.0, -3.0], [1.0, 1.0], steps=2).numpy(), [1.0, 1.0])
