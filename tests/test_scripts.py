@@ -113,6 +113,8 @@ def test_omniglot_benchmark_defaults_are_per_algorithm_and_explicit_flags_win(mo
         True, 3e-3, 1, 5, 5600)
     metasgd = parsed("--algo", "metasgd")
     assert (metasgd.flips, metasgd.learning_rate, metasgd.steps, metasgd.eval_inner_steps) == (True, 3e-3, 6000, 1)
+    fomaml = parsed("--algo", "fomaml")  # smaller inner steps than MAML's
+    assert (fomaml.inner_lr, fomaml.inner_steps, fomaml.eval_inner_steps, fomaml.steps) == (0.1, 3, 5, 6000)
     reptile = parsed("--algo", "reptile")
     assert (reptile.flips, reptile.train_shots, reptile.train_queries, reptile.learning_rate) == (True, 10, 1, 1.0)
     anil = parsed("--algo", "anil")
@@ -372,6 +374,11 @@ def test_omniglot_maml_and_reptile_examples_run(tmp_path):
                                                                        "epoch001_batch00002.keras"]
     learner = keras.saving.load_model(str(tmp_path / "mamlpp" / "mamlpp.keras"))
     assert (type(learner).__name__, learner.recompute_inner_steps, learner.inner_steps) == ("MAMLPlusPlus", True, 3)
+    run_script("examples/omniglot_maml.py", "--algo", "fomaml", "--output-dir", str(tmp_path / "fomaml"), "--steps",
+               "1", "--episodes", "1", "--eval-queries", "2")
+    learner = keras.saving.load_model(str(tmp_path / "fomaml" / "fomaml.keras"))  # first order: smaller steps
+    assert (learner.first_order, learner.inner_learning_rate, learner.inner_steps, learner.eval_inner_steps) == (
+        True, 0.1, 3, 5)
     reptile = run_script("examples/omniglot_reptile.py", "--output-dir", str(tmp_path / "reptile"), "--steps", "2",
                "--episodes", "2", "--flips", "--learning-rate", "0.5", "--eval-queries", "3")
     settings = check_run_folder(tmp_path / "reptile", ("algo", "acc_5w1s", "ci95_5w1s", "train_seconds"),
