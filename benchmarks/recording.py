@@ -10,7 +10,7 @@ docs/benchmarks.md are rendered from them (`python benchmarks/report.py`).
     print(json.dumps(record("sine", {"mse_1step": 0.64}, args.results_dir)))
 
 A recorded line carries, besides the script's own keys, the `date` (UTC), the
-`commit` it ran (`+changes` when the checkout had uncommitted changes), the
+`commit` it ran (`+changes` when its code had uncommitted changes), the
 `cpu` and the `command`. The folder is `--results-dir` (default
 `$KERAS_META_RESULTS_DIR`, else `benchmarks/results`); `--results-dir ''`
 prints the line without recording it.
@@ -66,13 +66,18 @@ def cpu_description():
     return f"{os.cpu_count()} cores" + (f", {vector}" if vector else "")
 
 
-def commit():
-    """The checked-out commit, `+changes` when the work tree differs from it; None outside a git checkout."""
+def commit(root=ROOT):
+    """The checked-out commit, `+changes` when its code differs from it; None outside a git checkout.
+
+    Only the code counts (`keras_meta/` and `benchmarks/`): recorded lines in `benchmarks/results/` do not
+    change what runs.
+    """
     def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
     try:
         head = git("rev-parse", "--short", "HEAD")
-        changed = git("status", "--porcelain", "--untracked-files=no", "--", "keras_meta", "benchmarks")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", "keras_meta", "benchmarks",
+                      ":(exclude)benchmarks/results")
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("+changes" if changed else "")

@@ -599,6 +599,30 @@ def test_benchmarks_refuse_a_results_folder_they_cannot_write_before_running(tmp
     assert recording.writable_folder(str(tmp_path / "new" / "folder")) == str(tmp_path / "new" / "folder")
 
 
+def test_recorded_commit_is_marked_changed_by_code_changes_only(tmp_path):
+    recording = import_benchmark("recording")
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+    for path in ("keras_meta/core.py", "benchmarks/run.py", "benchmarks/results/run.jsonl", "README.md"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("0\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "start")
+    head = recording.commit(str(tmp_path))
+    assert head and "+" not in head
+    (tmp_path / "benchmarks/results/run.jsonl").write_text("0\n1\n")  # a recorded line: same code
+    (tmp_path / "README.md").write_text("1\n")
+    assert recording.commit(str(tmp_path)) == head
+    (tmp_path / "benchmarks/run.py").write_text("1\n")
+    assert recording.commit(str(tmp_path)) == head + "+changes"
+    git("checkout", "--", "benchmarks/run.py")
+    (tmp_path / "keras_meta/core.py").write_text("1\n")
+    assert recording.commit(str(tmp_path)) == head + "+changes"
+    assert recording.commit(str(tmp_path / "keras_meta").replace(str(tmp_path), "/nonexistent")) is None
+
+
 def test_benchmarks_record_nothing_in_the_repository_during_tests():
     assert os.environ["KERAS_META_RESULTS_DIR"] != os.path.join(ROOT, "benchmarks", "results")
     recording = import_benchmark("recording")
