@@ -110,7 +110,8 @@ def test_omniglot_benchmark_defaults_are_per_algorithm_and_explicit_flags_win(mo
 
     maml = parsed("--algo", "maml")
     assert (maml.flips, maml.learning_rate, maml.intra_op_threads, maml.train_ways, maml.steps) == (
-        True, 3e-3, 1, 5, 5600)
+        True, 3e-3, 1, 5, 4800)
+    assert (maml.inner_lr, maml.inner_steps, maml.eval_inner_steps, maml.first_order_steps) == (0.1, 3, 5, 4000)
     metasgd = parsed("--algo", "metasgd")
     assert (metasgd.flips, metasgd.learning_rate, metasgd.steps, metasgd.eval_inner_steps) == (True, 3e-3, 6000, 1)
     fomaml = parsed("--algo", "fomaml")  # smaller inner steps than MAML's
@@ -131,7 +132,10 @@ def test_omniglot_benchmark_defaults_are_per_algorithm_and_explicit_flags_win(mo
     assert omniglot.ALGOS["mamlpp"](parsed("--algo", "mamlpp", "--steps", "600", "--first-order-steps", "0")
                                     ).first_order_steps == 0
     assert omniglot.ALGOS["maml"](parsed("--algo", "maml", "--first-order-steps", "50")).first_order_steps == 50
-    assert omniglot.ALGOS["maml"](parsed("--algo", "maml")).first_order_steps is None
+    # MAML: first order for five sixths of its steps unless told otherwise
+    assert omniglot.ALGOS["maml"](parsed("--algo", "maml", "--steps", "600")).first_order_steps == 500
+    assert omniglot.ALGOS["maml"](parsed("--algo", "maml", "--first-order-steps", "0")).first_order_steps == 0
+    assert omniglot.ALGOS["metasgd"](parsed("--algo", "metasgd")).first_order_steps is None
     assert (parsed("--algo", "r2d2").spatial_embedding, parsed("--algo", "r2d2", "--no-spatial-embedding")
             .spatial_embedding, parsed("--algo", "metanet").spatial_embedding) == (True, False, False)
 
@@ -165,7 +169,7 @@ def test_sine_benchmark_refuses_no_seeds(monkeypatch, capsys):
 
 def test_omniglot_benchmark_runs_gradient_based_learners(tmp_path):
     maml_options = ["--steps", "60", "--meta-batch", "4", "--multi-step-loss", "--parallel-tasks", "2",
-                    "--intra-op-threads", "1", "--eval-episodes", "20"]
+                    "--intra-op-threads", "1", "--eval-episodes", "20", "--inner-lr", "0.4", "--inner-steps", "1"]
     short = ["--steps", "2", "--eval-episodes", "4"]  # the others: their settings reach the saved learner
     for algo, options in (("maml", maml_options), ("reptile", short), ("imaml", [*short, "--meta-batch", "2"]),
                           ("mamlpp", [*short, "--inner-steps", "2", "--recompute-inner-steps", "--meta-batch", "2",
@@ -180,6 +184,7 @@ def test_omniglot_benchmark_runs_gradient_based_learners(tmp_path):
         assert reloaded.eval_inner_steps == 1
         if algo == "maml":
             assert reloaded.multi_step_loss and reloaded.parallel_tasks == 2
+            assert reloaded.first_order_steps == 50  # five sixths of --steps: MAML's default
         else:
             assert reloaded.parallel_tasks == "auto"  # the learners' default
         if algo == "imaml":
