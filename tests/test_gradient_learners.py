@@ -444,3 +444,34 @@ def test_recomputed_inner_steps_keep_memory_flat_as_the_steps_grow():
     # the allocator, move each peak by a MiB or two), far below the 8 steps kept.
     assert peaks[True, 8] < 1.5 * peaks[True, 1], peaks
     assert peaks[True, 8] < 0.6 * peaks[False, 8], peaks
+
+
+def test_an_episode_refused_while_tracing_leaves_strategies_usable():
+    # An error inside `tf.map_fn` while tracing used to leave a caching device on the global variable scope, and
+    # every later `strategy.scope()` of the process failed with "Caching devices is not yet supported".
+    learner = learners.MAML(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
+    learner.compile(optimizer="sgd", loss=CE)
+    inputs, labels = classification_episode()
+    wrong = dict(inputs, support_x=np.zeros((2, 4, 5), "float32"), query_x=np.zeros((2, 6, 5), "float32"))
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError)):
+        learner.train_on_batch(wrong, labels)
+    assert tf.compat.v1.get_variable_scope().caching_device is None
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        variable = tf.Variable(1.0)
+    assert float(variable.numpy()) == 1.0
+
+
+def test_map_fn_restores_the_variable_scope_when_its_function_raises():
+    from keras_meta._map import map_fn
+
+    def refuse(element):
+        raise ValueError("refused")
+
+    @tf.function
+    def mapped(x):
+        return map_fn(refuse, x)
+
+    with pytest.raises(ValueError, match="refused"):
+        mapped(tf.zeros([2, 3]))
+    assert tf.compat.v1.get_variable_scope().caching_device is None
+    assert map_fn(lambda x: x + 1, tf.constant([1, 2])).numpy().tolist() == [2, 3]

@@ -32,6 +32,7 @@ Example:
 import numpy as np
 import tensorflow as tf
 
+from keras_meta._map import map_fn
 from keras_meta.data import sources
 from keras_meta.data.checks import integer_argument
 from keras_meta.data.episode_format import PADDING_LABEL, QUERY_X, SUPPORT_X, SUPPORT_Y
@@ -165,7 +166,7 @@ class EpisodeSampler(TaskDistribution):
         images = tf.gather(self._x, tf.reshape(indices, [-1]))
         if self._decode is not None:
             spec = self._example_spec
-            images = tf.map_fn(
+            images = map_fn(
                 lambda encoded: tf.ensure_shape(self._decode(encoded), spec.shape), images, fn_output_signature=spec
             )
         if self._pixel_orders is not None:

@@ -37,6 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_meta._map import map_fn
 from keras_meta.data.checks import integer_argument, is_number
 from keras_meta.data.episode_format import MASKED_LOGIT, QUERY_X, SUPPORT_X, SUPPORT_Y
 from keras_meta.learners.base import check_support_set, class_labels, positive_number, unpack_episode
@@ -312,7 +313,7 @@ class FineTuneBaseline(EmbeddingMetaLearner):
                 query_emb = functional_call(self.backbone, weights, task_query_x, training=False, state=state)
                 return self.head_logits(head, query_emb[None])[0]
 
-            logits = tf.map_fn(task_logits, (support_x, support_y, query_x),
+            logits = map_fn(task_logits, (support_x, support_y, query_x),
                                fn_output_signature=tf.TensorSpec([None, None], self.compute_dtype))
         return mask_absent_classes(logits, counts)
 

@@ -26,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_meta._map import map_fn
 from keras_meta.data.checks import integer_argument
 from keras_meta.learners import guard, inner_loop
 from keras_meta.learners.base import (
@@ -223,7 +224,7 @@ class GradientMetaLearner(MetaLearner):
         few-shot tasks. The outputs keep the order of the tasks.
         """
         at_once = auto_parallel_tasks() if self.parallel_tasks == "auto" else self.parallel_tasks
-        return tf.map_fn(fn, elems, fn_output_signature=signature, parallel_iterations=at_once)
+        return map_fn(fn, elems, fn_output_signature=signature, parallel_iterations=at_once)
 
     def _prediction_spec(self):
         outputs = getattr(self.model, "outputs", None)
