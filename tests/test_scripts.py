@@ -169,7 +169,8 @@ def test_sine_benchmark_refuses_no_seeds(monkeypatch, capsys):
 
 def test_omniglot_benchmark_runs_gradient_based_learners(tmp_path):
     maml_options = ["--steps", "60", "--meta-batch", "4", "--multi-step-loss", "--parallel-tasks", "2",
-                    "--intra-op-threads", "1", "--eval-episodes", "20", "--inner-lr", "0.4", "--inner-steps", "1"]
+                    "--intra-op-threads", "1", "--eval-episodes", "20", "--inner-lr", "0.4", "--inner-steps", "1",
+                    "--first-order-steps", "0"]  # one traced branch (its default's first-order share: parse test)
     short = ["--steps", "2", "--eval-episodes", "4"]  # the others: their settings reach the saved learner
     for algo, options in (("maml", maml_options), ("reptile", short), ("imaml", [*short, "--meta-batch", "2"]),
                           ("mamlpp", [*short, "--inner-steps", "2", "--recompute-inner-steps", "--meta-batch", "2",
@@ -184,7 +185,7 @@ def test_omniglot_benchmark_runs_gradient_based_learners(tmp_path):
         assert reloaded.eval_inner_steps == 1
         if algo == "maml":
             assert reloaded.multi_step_loss and reloaded.parallel_tasks == 2
-            assert reloaded.first_order_steps == 50  # five sixths of --steps: MAML's default
+            assert reloaded.first_order_steps == 0
         else:
             assert reloaded.parallel_tasks == "auto"  # the learners' default
         if algo == "imaml":
