@@ -122,7 +122,7 @@ def run_sampled_processes(commands, envs, timeout):
             while not all(output.done() for output in outputs):
                 for i, process in enumerate(processes):
                     peaks[i] = max(peaks[i], resident_kib(process.pid))
-                if first_failure is None:
+                if first_failure is None and not timed_out:  # once killed, a process's exit is no failure
                     first_failure = next((i for i, (p, o) in enumerate(zip(processes, outputs, strict=True))
                                           if o.done() and p.returncode), None)
                     timed_out = first_failure is None and time.monotonic() > deadline

@@ -314,7 +314,7 @@ class FineTuneBaseline(EmbeddingMetaLearner):
                 return self.head_logits(head, query_emb[None])[0]
 
             logits = map_fn(task_logits, (support_x, support_y, query_x),
-                               fn_output_signature=tf.TensorSpec([None, None], self.compute_dtype))
+                            fn_output_signature=tf.TensorSpec([None, None], self.compute_dtype))
         return mask_absent_classes(logits, counts)
 
     def adapt(self, support_x, support_y):
