@@ -164,7 +164,7 @@ DEFAULTS = {
     "metanet-embedding": {},
     "finetune": dict(meta_batch=64, steps=3000),
     "finetune-cosine": dict(meta_batch=64, steps=3000),
-    # MAML and MAML++: the settings of their best recorded lines (mirror images as classes too,
+    # MAML, first-order MAML and MAML++: the settings of their best recorded lines (mirror images as classes too,
     # a meta learning rate of 3e-3 annealed by a cosine, a thread per op and a task per core), with as many steps
     # as fit in 30 minutes of training on a 2-core CPU. MAML: three inner steps of 0.1 (five at test), first order
     # for the first five sixths of the steps (`--first-order-steps`; a first-order step costs half a second-order
